@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Apache Kafka 4.x, single KRaft node (broker + controller) on 127.0.0.1:9092,
+# run from the jars Maven resolves; the log cleaner stays on so compacted
+# topics really compact.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+K_HOME="$STACK_DIR/kafka"
+K_LIBS="$STACK_DIR/dist/kafka-$KAFKA_VERSION"
+
+install() { maven_libs "$DEPLOY_DIR/maven/kafka.pom.xml" "$K_LIBS"; }
+
+kjava() { "$(pick_java)" -cp "$K_LIBS/*" -Dlog4j2.configurationFile="$K_HOME/log4j2.xml" "$@"; }
+
+ready() { kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list; }
+
+configure() {
+  mkdir -p "$K_HOME/data" "$STACK_DIR/logs" "$STACK_DIR/run"
+  cat >"$K_HOME/server.properties" <<CONF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$K_HOME/data
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=12
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.cleaner.enable=true
+log.cleaner.backoff.ms=2000
+log.retention.check.interval.ms=10000
+CONF
+  cat >"$K_HOME/log4j2.xml" <<CONF
+<Configuration status="warn">
+  <Appenders><Console name="out" target="SYSTEM_ERR"><PatternLayout pattern="[%d] %p %m (%c)%n"/></Console></Appenders>
+  <Loggers>
+    <Logger name="kafka.log.LogCleaner" level="info"/>
+    <Root level="warn"><AppenderRef ref="out"/></Root>
+  </Loggers>
+</Configuration>
+CONF
+  if [ ! -f "$K_HOME/data/meta.properties" ]; then
+    [ -f "$K_HOME/cluster.id" ] || kjava kafka.tools.StorageTool random-uuid >"$K_HOME/cluster.id"
+    log "formatting kafka storage"
+    kjava kafka.tools.StorageTool format -t "$(cat "$K_HOME/cluster.id")" -c "$K_HOME/server.properties" >&2
+  fi
+}
+
+start() {
+  install
+  configure
+  if is_running kafka && ready; then log "kafka already running"; return 0; fi
+  port_busy "$KAFKA_PORT" && die "port $KAFKA_PORT is in use by a process this stack did not start"
+  log "starting kafka $KAFKA_VERSION"
+  KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx1g}"
+  # shellcheck disable=SC2086
+  nohup "$(pick_java)" $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$K_HOME/log4j2.xml" -cp "$K_LIBS/*" \
+    kafka.Kafka "$K_HOME/server.properties" >"$STACK_DIR/logs/kafka.log" 2>&1 </dev/null &
+  echo $! >"$(pid_file kafka)"
+  WAIT_PID_NAME=kafka wait_ready kafka 120 ready
+}
+
+stop() { stop_pid kafka; }
+
+status() { if is_running kafka; then echo "kafka     up    127.0.0.1:$KAFKA_PORT"; else echo "kafka     down"; fi; }
+
+"${1:-status}"

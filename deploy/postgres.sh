@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# PostgreSQL from Debian's packages, as a private cluster under .stack/postgres
+# (not the distribution's own cluster), on 127.0.0.1:5432 only.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+PG_DATA="$STACK_DIR/postgres/data"
+PG_SOCK="$STACK_DIR/postgres/sock"
+
+pg_bin() {
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+install() {
+  if ! pg_bin >/dev/null; then
+    log "installing postgresql from Debian packages"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >&2
+  fi
+  pg_bin >/dev/null || die "postgresql binaries not found after install"
+}
+
+as_pg() { runuser -u postgres -- "$@"; }
+
+psql_super() {
+  PGPASSWORD="$PG_SUPERUSER_PASSWORD" "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"
+}
+
+ready() { psql_super -d postgres -c 'SELECT 1' | grep -qx 1; }
+
+# Roles and databases of the local stack; each statement is idempotent.
+bootstrap() {
+  psql_super -d postgres <<'SQL'
+DO $$
+DECLARE r text;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['novyra_migrator','novyra_app','novyra_analyst','apicurio'] LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+      EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', r, r);
+    END IF;
+  END LOOP;
+END $$;
+SELECT 'CREATE DATABASE novyra OWNER novyra_migrator'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'novyra') \gexec
+SELECT 'CREATE DATABASE apicurio OWNER apicurio'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'apicurio') \gexec
+REVOKE ALL ON DATABASE novyra FROM PUBLIC;
+GRANT CONNECT ON DATABASE novyra TO novyra_app, novyra_analyst;
+SQL
+}
+
+start() {
+  install
+  local bin; bin="$(pg_bin)"
+  mkdir -p "$STACK_DIR/postgres" "$STACK_DIR/run" "$STACK_DIR/logs" "$PG_SOCK"
+  chown postgres:postgres "$STACK_DIR/postgres" "$PG_SOCK"
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    log "initialising postgres cluster in $PG_DATA"
+    local pw; pw="$(mktemp)"; printf '%s\n' "$PG_SUPERUSER_PASSWORD" >"$pw"; chmod 644 "$pw"
+    as_pg "$bin/initdb" -D "$PG_DATA" -U postgres --auth=scram-sha-256 --pwfile="$pw" -E UTF8 --locale=C.UTF-8 >&2
+    rm -f "$pw"
+    cat >>"$PG_DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+max_connections = 200
+shared_buffers = 512MB
+synchronous_commit = on
+wal_compression = on
+CONF
+  fi
+  if is_running postgres && ready; then log "postgres already running"; bootstrap; return 0; fi
+  port_busy "$PG_PORT" && die "port $PG_PORT is in use by a process this stack did not start"
+  touch "$STACK_DIR/logs/postgres.log"; chown postgres:postgres "$STACK_DIR/logs/postgres.log"
+  as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$STACK_DIR/logs/postgres.log" -w -t 60 start >&2
+  head -n1 "$PG_DATA/postmaster.pid" >"$(pid_file postgres)"
+  WAIT_PID_NAME=postgres wait_ready postgres 60 ready
+  bootstrap
+}
+
+# SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected, data is safe.
+stop() {
+  local pf; pf="$(pid_file postgres)"
+  if is_running postgres; then kill -INT "$(cat "$pf")"; fi
+  stop_pid postgres
+}
+
+status() { if is_running postgres && ready; then echo "postgres  up    127.0.0.1:$PG_PORT"; else echo "postgres  down"; fi; }
+
+"${1:-status}"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The local stack: `up` installs on first use and starts all four servers in
+# dependency order, `down` stops what `up` started, `status` reports.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cmd="${1:-status}"
+case "$cmd" in
+  up)
+    # The Maven downloads do not depend on each other: resolve them together.
+    bash "$DEPLOY_DIR/kafka.sh" install & k=$!
+    bash "$DEPLOY_DIR/neo4j.sh" install & n=$!
+    bash "$DEPLOY_DIR/apicurio.sh" install & a=$!
+    wait $k && wait $n && wait $a || die "install failed"
+    bash "$DEPLOY_DIR/postgres.sh" start
+    bash "$DEPLOY_DIR/kafka.sh" start & k=$!
+    bash "$DEPLOY_DIR/neo4j.sh" start & n=$!
+    bash "$DEPLOY_DIR/apicurio.sh" start & a=$!
+    wait $k && wait $n && wait $a || die "start failed"
+    log "stack is up"
+    ;;
+  down)
+    for s in apicurio neo4j kafka postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
+  status)
+    for s in postgres kafka neo4j apicurio; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
+  *) die "usage: stack.sh up|down|status" ;;
+esac
