@@ -1,0 +1,217 @@
+//! Encoding and decoding of events through the registry.
+//!
+//! Schemas are cached by id inside `schema_registry_converter`; a fetch that
+//! failed for a passing reason (registry down) is never cached and surfaces
+//! as [`DecodeError::Unavailable`], so the caller retries instead of sending
+//! good data to the DLQ.
+
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::wire::{self, HeaderError};
+use crate::EventKind;
+
+/// Where the registry is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Base URL of the Confluent-compatible API (for Apicurio, `.../apis/ccompat/v7`).
+    pub url: String,
+    /// Basic-auth user, if the registry wants one.
+    pub username: Option<String>,
+    /// Basic-auth password; never logged.
+    pub password: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl RegistryConfig {
+    /// An unauthenticated registry at `url` with a 10 s timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), username: None, password: None, timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Why an event could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The registry could not be reached or refused the schema.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// The registry client could not be configured.
+    #[error("registry client: {0}")]
+    Config(String),
+}
+
+impl EncodeError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EncodeError::Registry(_))
+    }
+}
+
+/// Why a payload could not be decoded. Every variant but `Unavailable` is
+/// the payload's fault and sends it to the DLQ; `Unavailable` is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The Confluent header is missing or wrong.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// The registry does not know the schema id.
+    #[error("unknown schema id {id}: {detail}")]
+    UnknownSchema {
+        /// The id from the header.
+        id: u32,
+        /// What the registry said.
+        detail: String,
+    },
+    /// The body does not decode with its writer schema (truncated, corrupt).
+    #[error("malformed avro for schema id {id}: {detail}")]
+    Malformed {
+        /// The id from the header.
+        id: u32,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// The record is of another type than the topic carries.
+    #[error("schema id {id} is record {found}, topic carries {expected}")]
+    WrongRecord {
+        /// The id from the header.
+        id: u32,
+        /// The record's full name.
+        found: String,
+        /// The expected full name.
+        expected: &'static str,
+    },
+    /// The registry is unreachable; the payload may be fine.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl DecodeError {
+    /// Whether the failure is the registry's (retry) rather than the payload's (DLQ).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DecodeError::Unavailable(_))
+    }
+
+    /// A short stable name for metrics labels and DLQ headers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Header(HeaderError::TooShort(_)) => "truncated_header",
+            DecodeError::Header(HeaderError::BadMagic(_)) => "bad_magic_byte",
+            DecodeError::UnknownSchema { .. } => "unknown_schema_id",
+            DecodeError::Malformed { .. } => "malformed_avro",
+            DecodeError::WrongRecord { .. } => "wrong_record_type",
+            DecodeError::Unavailable(_) => "registry_unavailable",
+        }
+    }
+}
+
+/// A decoded event with the schema id it was written with.
+#[derive(Debug, Clone)]
+pub struct Decoded<T> {
+    /// The writer schema's registry id.
+    pub schema_id: u32,
+    /// The event.
+    pub value: T,
+}
+
+/// Encoder and decoder sharing one registry connection and schema caches.
+pub struct Codec {
+    settings: SrSettings,
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    pub(crate) http: reqwest::Client,
+    pub(crate) config: RegistryConfig,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").field("url", &self.config.url).finish_non_exhaustive()
+    }
+}
+
+fn settings(cfg: &RegistryConfig) -> Result<SrSettings, EncodeError> {
+    let mut b = SrSettings::new_builder(cfg.url.trim_end_matches('/').to_owned());
+    b.set_timeout(cfg.timeout);
+    if let Some(user) = &cfg.username {
+        b.set_basic_authorization(user, cfg.password.as_deref());
+    }
+    b.build().map_err(|e| EncodeError::Config(e.to_string()))
+}
+
+impl Codec {
+    /// Builds a codec; no request is made until the first encode or decode.
+    pub fn new(cfg: &RegistryConfig) -> Result<Self, EncodeError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| EncodeError::Config(e.to_string()))?;
+        Ok(Self {
+            encoder: AvroEncoder::new(settings(cfg)?),
+            decoder: AvroDecoder::new(settings(cfg)?),
+            settings: settings(cfg)?,
+            http,
+            config: cfg.clone(),
+        })
+    }
+
+    pub(crate) fn settings(&self) -> &SrSettings {
+        &self.settings
+    }
+
+    /// The strategy that registers (or finds) the compiled-in schema under
+    /// `<topic>-value`, so producers always write with the schema they were
+    /// built against, never with whatever is latest.
+    fn strategy(topic: &str, kind: EventKind) -> SubjectNameStrategy {
+        let schema = SuppliedSchema::new(Some(kind.record_name().to_owned()), SchemaType::Avro, kind.schema().to_owned());
+        SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_owned(), false, schema)
+    }
+
+    /// Encodes `value` in the Confluent wire format for `topic`.
+    pub async fn encode<T: Serialize>(&self, topic: &str, kind: EventKind, value: &T) -> Result<Vec<u8>, EncodeError> {
+        self.encoder
+            .encode_struct(value, &Self::strategy(topic, kind))
+            .await
+            .map_err(|e| EncodeError::Registry(e.to_string()))
+    }
+
+    /// Decodes a payload into a raw Avro value (used by `tail`).
+    pub async fn decode_value(&self, payload: &[u8]) -> Result<(u32, Option<String>, Value), DecodeError> {
+        let (id, _) = wire::split(payload)?;
+        self.decoder.get_schema(id).await.map_err(|e| classify_fetch(id, e))?;
+        let r = self
+            .decoder
+            .decode(Some(payload))
+            .await
+            .map_err(|e| DecodeError::Malformed { id, detail: e.to_string() })?;
+        Ok((id, r.name.map(|n| n.fullname(None)), r.value))
+    }
+
+    /// Decodes a payload of `kind`, checking the record type.
+    pub async fn decode<T: DeserializeOwned>(&self, kind: EventKind, payload: &[u8]) -> Result<Decoded<T>, DecodeError> {
+        let (id, name, value) = self.decode_value(payload).await?;
+        if let Some(found) = name {
+            if found != kind.record_name() {
+                return Err(DecodeError::WrongRecord { id, found, expected: kind.record_name() });
+            }
+        }
+        let value = apache_avro::from_value::<T>(&value)
+            .map_err(|e| DecodeError::Malformed { id, detail: e.to_string() })?;
+        Ok(Decoded { schema_id: id, value })
+    }
+}
+
+fn classify_fetch(id: u32, e: SRCError) -> DecodeError {
+    if e.retriable {
+        DecodeError::Unavailable(e.to_string())
+    } else {
+        DecodeError::UnknownSchema { id, detail: e.to_string() }
+    }
+}

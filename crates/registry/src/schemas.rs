@@ -1,0 +1,83 @@
+//! The event schemas, compiled in from `schemas/*.avsc` so a binary always
+//! encodes with the schema it was built against.
+
+/// Which of the pipeline's event types a topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// `ConceptAttempted` on the attempts topic.
+    Attempt,
+    /// `ConceptUpserted` on the concepts topic.
+    Concept,
+    /// `PrerequisiteLinked` on the prerequisites topic.
+    Prerequisite,
+    /// `MasteryUpdated` on the mastery topic.
+    Mastery,
+}
+
+/// Every event kind with its `.avsc` text.
+pub const SCHEMAS: [(EventKind, &str); 4] = [
+    (EventKind::Attempt, include_str!("../../../schemas/ConceptAttempted.avsc")),
+    (EventKind::Concept, include_str!("../../../schemas/ConceptUpserted.avsc")),
+    (EventKind::Prerequisite, include_str!("../../../schemas/PrerequisiteLinked.avsc")),
+    (EventKind::Mastery, include_str!("../../../schemas/MasteryUpdated.avsc")),
+];
+
+impl EventKind {
+    /// All kinds, in data-flow order.
+    pub const ALL: [EventKind; 4] =
+        [EventKind::Attempt, EventKind::Concept, EventKind::Prerequisite, EventKind::Mastery];
+
+    /// The topic name without prefix, per DESIGN.md.
+    pub fn topic_suffix(self) -> &'static str {
+        match self {
+            EventKind::Attempt => "attempts",
+            EventKind::Concept => "concepts",
+            EventKind::Prerequisite => "prerequisites",
+            EventKind::Mastery => "mastery",
+        }
+    }
+
+    /// The topic for `prefix` (default `novyra.`).
+    pub fn topic(self, prefix: &str) -> String {
+        format!("{prefix}{}", self.topic_suffix())
+    }
+
+    /// The Avro full name of the record.
+    pub fn record_name(self) -> &'static str {
+        match self {
+            EventKind::Attempt => "io.novyra.events.ConceptAttempted",
+            EventKind::Concept => "io.novyra.events.ConceptUpserted",
+            EventKind::Prerequisite => "io.novyra.events.PrerequisiteLinked",
+            EventKind::Mastery => "io.novyra.events.MasteryUpdated",
+        }
+    }
+
+    /// The `.avsc` text.
+    pub fn schema(self) -> &'static str {
+        SCHEMAS.iter().find(|(k, _)| *k == self).map(|(_, s)| *s).unwrap_or_default()
+    }
+
+    /// Parses a kind from a topic suffix or a full topic name with `prefix`.
+    pub fn from_topic(prefix: &str, topic: &str) -> Option<Self> {
+        let suffix = topic.strip_prefix(prefix).unwrap_or(topic);
+        Self::ALL.into_iter().find(|k| k.topic_suffix() == suffix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_parses_and_names_its_record() {
+        for kind in EventKind::ALL {
+            let schema = apache_avro::Schema::parse_str(kind.schema()).expect("schema parses");
+            let name = match schema {
+                apache_avro::Schema::Record(r) => r.name.fullname(None),
+                other => panic!("{kind:?} is not a record: {other:?}"),
+            };
+            assert_eq!(name, kind.record_name());
+            assert_eq!(EventKind::from_topic("novyra.", &kind.topic("novyra.")), Some(kind));
+        }
+    }
+}

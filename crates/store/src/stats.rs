@@ -1,0 +1,124 @@
+//! Read-only queries for summaries, checks and tests.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::ingest::MasteryRow;
+use crate::schema::{concept_attempts, concept_prerequisites, concepts, mastery_records, rubric_evaluations};
+use crate::{Store, StoreError};
+
+/// Row counts of the contract tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableCounts {
+    /// `concepts`.
+    pub concepts: i64,
+    /// `concept_prerequisites`.
+    pub concept_prerequisites: i64,
+    /// `concept_attempts` (all partitions).
+    pub concept_attempts: i64,
+    /// `rubric_evaluations`.
+    pub rubric_evaluations: i64,
+    /// `mastery_records`.
+    pub mastery_records: i64,
+    /// Distinct (user, concept) pairs in `concept_attempts`.
+    pub attempted_pairs: i64,
+}
+
+/// One stored attempt, as needed to recompute mastery independently.
+#[derive(Debug, Clone, Queryable)]
+pub struct AttemptAudit {
+    /// Student.
+    pub user_id: String,
+    /// Concept.
+    pub concept_id: String,
+    /// Correct.
+    pub correct: bool,
+    /// Hints.
+    pub hints_used: i32,
+    /// Stored mastery before.
+    pub mastery_before: f64,
+    /// Stored mastery after.
+    pub mastery_after: f64,
+    /// Parameters used.
+    pub params: (f64, f64, f64, f64),
+}
+
+impl Store {
+    /// Counts every contract table.
+    pub async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        let mut c = self.conn().await?;
+        let pairs: i64 = concept_attempts::table
+            .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("count(DISTINCT (user_id, concept_id))"))
+            .get_result(&mut c)
+            .await?;
+        Ok(TableCounts {
+            concepts: concepts::table.count().get_result(&mut c).await?,
+            concept_prerequisites: concept_prerequisites::table.count().get_result(&mut c).await?,
+            concept_attempts: concept_attempts::table.count().get_result(&mut c).await?,
+            rubric_evaluations: rubric_evaluations::table.count().get_result(&mut c).await?,
+            mastery_records: mastery_records::table.count().get_result(&mut c).await?,
+            attempted_pairs: pairs,
+        })
+    }
+
+    /// Every mastery row, ordered by key.
+    pub async fn mastery_rows(&self) -> Result<Vec<MasteryRow>, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(mastery_records::table
+            .order((mastery_records::user_id, mastery_records::concept_id))
+            .select(MasteryRow::as_select())
+            .load(&mut c)
+            .await?)
+    }
+
+    /// Every stored attempt in the order mastery applied them: per
+    /// (user, concept), by source partition and offset.
+    pub async fn attempts_in_applied_order(&self) -> Result<Vec<AttemptAudit>, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(concept_attempts::table
+            .order((
+                concept_attempts::user_id,
+                concept_attempts::concept_id,
+                concept_attempts::source_partition,
+                concept_attempts::source_offset,
+            ))
+            .select((
+                concept_attempts::user_id,
+                concept_attempts::concept_id,
+                concept_attempts::correct,
+                concept_attempts::hints_used,
+                concept_attempts::mastery_before,
+                concept_attempts::mastery_after,
+                (
+                    concept_attempts::bkt_p_init,
+                    concept_attempts::bkt_p_transit,
+                    concept_attempts::bkt_p_slip,
+                    concept_attempts::bkt_p_guess,
+                ),
+            ))
+            .load(&mut c)
+            .await?)
+    }
+
+    /// Row counts per attempt partition (name, rows), DEFAULT included.
+    pub async fn attempt_partitions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut c = self.conn().await?;
+        let rows: Vec<PartRow> = diesel::sql_query(
+            "SELECT c.relname::text AS name, \
+               (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS rows \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE i.inhparent = 'concept_attempts'::regclass ORDER BY c.relname",
+        )
+        .load(&mut c)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.name, r.rows)).collect())
+    }
+}
+
+#[derive(QueryableByName)]
+struct PartRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    rows: i64,
+}
