@@ -1,1 +1,325 @@
-fn main() {}
+//! `novyra`: one thin binary over the pipeline crates. Every worker, the
+//! all-in-one dev run, migrations, topics and schemas, producing and load
+//! generation, lag, and graph queries.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use novyra_core::{keys, ConceptAttempted, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use novyra_pipeline::loadgen::{self, LoadgenOptions};
+use novyra_pipeline::run::{self, Worker};
+use novyra_pipeline::{CancellationToken, Config};
+use novyra_registry::{Codec, EventKind};
+
+#[derive(Parser)]
+#[command(name = "novyra", version, about = "NOVYRA Stream: learning events from Kafka into PostgreSQL and Neo4j")]
+struct Cli {
+    /// TOML config file; environment variables override it.
+    #[arg(long, global = true, env = "NOVYRA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every consumer group in one process (dev / all-in-one).
+    Run {
+        /// Return once every group has caught up.
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// Run the novyra-ingest group (attempts → Postgres) and the outbox relay.
+    Ingest,
+    /// Run the novyra-catalog group (concepts, prerequisites → Postgres).
+    Catalog,
+    /// Run the novyra-graph group (→ Neo4j), or query the graph.
+    Graph {
+        #[command(subcommand)]
+        query: Option<GraphCmd>,
+    },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+    /// Create the pipeline's topics (partitions and cleanup policies per DESIGN.md).
+    Topics,
+    /// Register the Avro schemas (subject `<topic>-value`, BACKWARD).
+    Schemas,
+    /// Publish events given as JSON lines (stdin or a file).
+    Produce {
+        /// Topic kind: attempts, concepts, prerequisites or mastery.
+        #[arg(long)]
+        topic: String,
+        /// File of JSON lines; stdin if absent.
+        file: Option<PathBuf>,
+    },
+    /// Generate a curriculum and simulated students, and publish their attempts.
+    Loadgen(LoadgenArgs),
+    /// Consumer-group lag per partition.
+    Lag {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the pipeline summary and run the consistency checks.
+    Summary {
+        /// Number of attempts produced, to check against the rows stored.
+        #[arg(long)]
+        expect_attempts: Option<usize>,
+    },
+    /// The whole demo: topics, schemas, generated data, run until idle, summary.
+    Demo(LoadgenArgs),
+}
+
+#[derive(Subcommand)]
+enum GraphCmd {
+    /// Concepts a user can learn next (prerequisites mastered, itself not).
+    Next {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Apply pending migrations (as the migration role).
+    Migrate,
+    /// List attempt partitions with row counts.
+    Partitions,
+}
+
+#[derive(Args, Clone)]
+struct LoadgenArgs {
+    /// Concepts in the curriculum.
+    #[arg(long, default_value_t = 60)]
+    concepts: usize,
+    /// Domains.
+    #[arg(long, default_value_t = 6)]
+    domains: usize,
+    /// Students.
+    #[arg(long, default_value_t = 250)]
+    students: usize,
+    /// Attempts in total.
+    #[arg(long, default_value_t = 25_000)]
+    attempts: usize,
+    /// RNG seed (same seed, same data).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Attempts per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Spread attempts over this many days up to now.
+    #[arg(long, default_value_t = 75)]
+    days: i64,
+    /// Prefix for generated ids (default: a fresh run id, so runs never collide).
+    #[arg(long)]
+    id_prefix: Option<String>,
+}
+
+impl LoadgenArgs {
+    fn options(&self) -> LoadgenOptions {
+        LoadgenOptions {
+            concepts: self.concepts,
+            domains: self.domains,
+            students: self.students,
+            attempts: self.attempts,
+            seed: self.seed,
+            rate: self.rate,
+            days: self.days,
+            id_prefix: self.id_prefix.clone().unwrap_or_else(|| format!("r{}-", chrono::Utc::now().format("%m%d%H%M%S"))),
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn shutdown_token() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested; finishing the in-flight batch");
+        s.cancel();
+    });
+    stop
+}
+
+async fn setup(cfg: &Config) -> Result<()> {
+    let created = novyra_kafka::topics::ensure(
+        &cfg.kafka(),
+        &cfg.topic_prefix,
+        &novyra_kafka::topics::pipeline_topics(cfg.kafka.attempts_retention_ms),
+        cfg.kafka.replication_factor,
+    )
+    .await
+    .context("creating topics")?;
+    tracing::info!(created = ?created, "topics ready");
+    let codec = Codec::new(&cfg.registry())?;
+    for (subject, id) in codec.register_all(&cfg.topic_prefix).await.context("registering schemas")? {
+        tracing::info!(subject, id, "schema ready");
+    }
+    Ok(())
+}
+
+async fn produce(cfg: &Config, topic: &str, file: Option<PathBuf>) -> Result<()> {
+    let kind = EventKind::from_topic(&cfg.topic_prefix, topic).with_context(|| format!("unknown topic kind {topic:?}"))?;
+    let reader: Box<dyn BufRead> = match file {
+        Some(p) => Box::new(std::io::BufReader::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let lines: Vec<String> = reader.lines().collect::<Result<_, _>>()?;
+    let lines: Vec<(usize, &String)> = lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    let codec = Codec::new(&cfg.registry())?;
+    let producer = cfg.kafka().producer()?;
+    let t = kind.topic(&cfg.topic_prefix);
+    macro_rules! go {
+        ($ty:ty, $key:expr) => {{
+            let items: Vec<(String, $ty)> = lines
+                .iter()
+                .map(|(i, l)| {
+                    let v: $ty = serde_json::from_str(l).with_context(|| format!("line {}: not a valid {}", i + 1, stringify!($ty)))?;
+                    Ok(($key(&v), v))
+                })
+                .collect::<Result<_>>()?;
+            loadgen::publish(&codec, &producer, &t, kind, &items, 0, true).await?
+        }};
+    }
+    let n = match kind {
+        EventKind::Attempt => go!(ConceptAttempted, |v: &ConceptAttempted| v.user_id.clone()),
+        EventKind::Concept => go!(ConceptUpserted, |v: &ConceptUpserted| v.concept_id.clone()),
+        EventKind::Prerequisite => go!(PrerequisiteLinked, |v: &PrerequisiteLinked| keys::prerequisite_key(&v.prerequisite_id, &v.concept_id)),
+        EventKind::Mastery => go!(MasteryUpdated, |v: &MasteryUpdated| keys::mastery_key(&v.user_id, &v.concept_id)),
+    };
+    println!("published {n} events to {t}");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    let cfg = Config::load(cli.config.as_deref()).context("configuration")?;
+    match cli.cmd {
+        Cmd::Run { exit_when_idle } => {
+            run::run(&cfg, &[Worker::Catalog, Worker::Ingest, Worker::Graph], exit_when_idle, shutdown_token()).await?
+        }
+        Cmd::Ingest => run::run(&cfg, &[Worker::Ingest], false, shutdown_token()).await?,
+        Cmd::Catalog => run::run(&cfg, &[Worker::Catalog], false, shutdown_token()).await?,
+        Cmd::Graph { query: None } => run::run(&cfg, &[Worker::Graph], false, shutdown_token()).await?,
+        Cmd::Graph { query: Some(GraphCmd::Next { user, limit, json }) } => {
+            let g = cfg.graph()?;
+            let next = g.next_concepts(&user, cfg.pipeline.mastery_threshold, limit).await?;
+            for c in next {
+                if json {
+                    println!("{}", serde_json::json!({"id": c.id, "name": c.name, "score": c.score, "prerequisites": c.prerequisites}));
+                } else {
+                    println!("{:<14} {:<24} score {:.3}  prerequisites {}", c.id, c.name, c.score, c.prerequisites);
+                }
+            }
+        }
+        Cmd::Db { cmd: DbCmd::Migrate } => {
+            let done = novyra_store::migrate(&cfg.migrate_store()).await?;
+            println!("applied {} migration(s)", done.len());
+        }
+        Cmd::Db { cmd: DbCmd::Partitions } => {
+            let store = novyra_store::Store::new(&cfg.store())?;
+            for (name, rows) in store.attempt_partitions().await? {
+                println!("{name:<32} {rows:>10}");
+            }
+        }
+        Cmd::Topics => {
+            let created = novyra_kafka::topics::ensure(
+                &cfg.kafka(),
+                &cfg.topic_prefix,
+                &novyra_kafka::topics::pipeline_topics(cfg.kafka.attempts_retention_ms),
+                cfg.kafka.replication_factor,
+            )
+            .await?;
+            println!("created {created:?}");
+        }
+        Cmd::Schemas => {
+            for (subject, id) in Codec::new(&cfg.registry())?.register_all(&cfg.topic_prefix).await? {
+                println!("{subject:<32} id {id}");
+            }
+        }
+        Cmd::Produce { topic, file } => produce(&cfg, &topic, file).await?,
+        Cmd::Loadgen(a) => {
+            setup(&cfg).await?;
+            let p = loadgen::generate_and_publish(&cfg, &a.options(), false).await?;
+            println!("published {} concepts, {} prerequisites, {} attempts", p.concepts, p.links, p.attempts);
+        }
+        Cmd::Lag { json } => {
+            for (group, parts) in run::all_lag(&cfg).await? {
+                for p in parts {
+                    if json {
+                        println!("{}", serde_json::json!({"group": group, "topic": p.topic, "partition": p.partition,
+                            "committed": p.committed, "end": p.high, "lag": p.lag()}));
+                    } else {
+                        println!("{group:<16} {:<24} {:>3} committed {:>9} end {:>9} lag {:>7}",
+                            p.topic, p.partition, p.committed.map_or("-".into(), |c| c.to_string()), p.high, p.lag());
+                    }
+                }
+            }
+        }
+        Cmd::Summary { expect_attempts } => {
+            let s = novyra_pipeline::summary::gather(&cfg, expect_attempts, "").await?;
+            println!("{}", s.render(None, 0));
+            if !s.ok() {
+                bail!("some checks failed");
+            }
+        }
+        Cmd::Demo(a) => {
+            let o = a.options();
+            novyra_store::migrate(&cfg.migrate_store()).await.context("migrating")?;
+            setup(&cfg).await?;
+            println!("generating {} concepts, {} students, {} attempts (ids prefixed {:?})", o.concepts, o.students, o.attempts, o.id_prefix);
+            let started = Instant::now();
+            let p = loadgen::generate_and_publish(&cfg, &o, false).await?;
+            run::run(&cfg, &[Worker::Catalog, Worker::Ingest, Worker::Graph], true, shutdown_token()).await?;
+            let elapsed = started.elapsed();
+            let mut s = novyra_pipeline::summary::gather(&cfg, None, &o.id_prefix).await?;
+            let store = novyra_store::Store::new(&cfg.store())?;
+            let stored = store.attempts_with_user_prefix(&o.id_prefix).await?;
+            s.checks.insert(0, (
+                "attempts produced = rows in concept_attempts (this run)".into(),
+                stored == p.attempts as i64,
+                format!("{} produced, {stored} stored", p.attempts),
+            ));
+            println!("{}", s.render(Some(elapsed), p.attempts));
+            if !s.ok() {
+                bail!("some checks failed");
+            }
+        }
+    }
+    Ok(())
+}

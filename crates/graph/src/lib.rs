@@ -1,1 +1,83 @@
-//! placeholder
+//! Neo4j, the derived graph: `(:Concept)-[:PART_OF]->(:Domain)`,
+//! `(pre:Concept)-[:PREREQUISITE_OF]->(c:Concept)` and
+//! `(:User)-[:MASTERED_BY {score, version, updatedAt}]->(:Concept)`.
+//!
+//! Every write is an idempotent, parameterised `UNWIND` over a batch that the
+//! caller has coalesced per key, and mastery edges are version-guarded: an
+//! older version never overwrites a newer one, so redelivery and reordering
+//! are harmless.
+
+mod queries;
+mod writes;
+
+pub use queries::{GraphCounts, NextConcept};
+pub use writes::{GraphBatch, MasteryEdge};
+
+use neo4rs::{query, Graph};
+
+/// Graph errors, classed so workers know whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// Connecting or a statement failed.
+    #[error("neo4j: {0}")]
+    Neo4j(#[from] neo4rs::Error),
+    /// A value in a row had an unexpected type.
+    #[error("neo4j row: {0}")]
+    Row(#[from] neo4rs::DeError),
+}
+
+impl GraphError {
+    /// Connection and transient server errors are worth retrying.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GraphError::Neo4j(e) => {
+                let s = e.to_string();
+                !(s.contains("Neo.ClientError.Statement") || s.contains("Neo.ClientError.Schema"))
+            }
+            GraphError::Row(_) => false,
+        }
+    }
+}
+
+/// A connection pool to one Neo4j database.
+#[derive(Clone)]
+pub struct GraphStore {
+    graph: Graph,
+}
+
+impl std::fmt::Debug for GraphStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GraphStore")
+    }
+}
+
+/// Constraints and indexes DESIGN.md asks for, each idempotent.
+const SCHEMA: [&str; 4] = [
+    "CREATE CONSTRAINT concept_id IF NOT EXISTS FOR (c:Concept) REQUIRE c.id IS UNIQUE",
+    "CREATE CONSTRAINT user_id IF NOT EXISTS FOR (u:User) REQUIRE u.id IS UNIQUE",
+    "CREATE CONSTRAINT domain_name IF NOT EXISTS FOR (d:Domain) REQUIRE d.name IS UNIQUE",
+    "CREATE INDEX concept_name IF NOT EXISTS FOR (c:Concept) ON (c.name)",
+];
+
+impl GraphStore {
+    /// Connects lazily (the pool dials on first use). The password is only
+    /// passed to the driver, never logged.
+    pub fn new(uri: &str, user: &str, password: &str) -> Result<Self, GraphError> {
+        Ok(Self { graph: Graph::new(uri, user, password)? })
+    }
+
+    /// Creates constraints and indexes if missing.
+    pub async fn ensure_schema(&self) -> Result<(), GraphError> {
+        for s in SCHEMA {
+            self.graph.run(query(s)).await?;
+        }
+        Ok(())
+    }
+
+    /// `RETURN 1`, for readiness.
+    pub async fn ping(&self) -> Result<(), GraphError> {
+        let mut rows = self.graph.execute(query("RETURN 1 AS ok")).await?;
+        rows.next().await?;
+        Ok(())
+    }
+}

@@ -122,3 +122,15 @@ struct PartRow {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     rows: i64,
 }
+
+impl Store {
+    /// Attempt rows of users whose id starts with `prefix` (one demo run).
+    pub async fn attempts_with_user_prefix(&self, prefix: &str) -> Result<i64, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(concept_attempts::table
+            .filter(concept_attempts::user_id.like(format!("{prefix}%")))
+            .count()
+            .get_result(&mut c)
+            .await?)
+    }
+}

@@ -1,0 +1,177 @@
+//! Batched, idempotent writes.
+
+use std::collections::HashMap;
+
+use neo4rs::{query, BoltType};
+use novyra_core::{ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+
+use crate::{GraphError, GraphStore};
+
+/// A `MASTERED_BY` edge to write.
+pub type MasteryEdge = MasteryUpdated;
+
+/// One coalesced batch: the newest state per key, in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct GraphBatch {
+    /// Concepts to upsert, by id.
+    pub concepts: HashMap<String, ConceptUpserted>,
+    /// Concept ids to delete (with their edges).
+    pub concept_deletes: Vec<String>,
+    /// Links to make, by key.
+    pub links: HashMap<(String, String), PrerequisiteLinked>,
+    /// Links to remove.
+    pub unlinks: Vec<(String, String)>,
+    /// Mastery edges, newest version per (user, concept).
+    pub mastery: HashMap<(String, String), MasteryUpdated>,
+    /// Mastery edges to remove (tombstones).
+    pub mastery_deletes: Vec<(String, String)>,
+}
+
+impl GraphBatch {
+    /// Adds a concept; a later event for the same key replaces an earlier one.
+    pub fn concept(&mut self, c: ConceptUpserted) {
+        self.concept_deletes.retain(|id| *id != c.concept_id);
+        self.concepts.insert(c.concept_id.clone(), c);
+    }
+
+    /// Adds a concept tombstone.
+    pub fn concept_deleted(&mut self, id: String) {
+        self.concepts.remove(&id);
+        self.concept_deletes.push(id);
+    }
+
+    /// Adds a link.
+    pub fn link(&mut self, l: PrerequisiteLinked) {
+        let k = (l.prerequisite_id.clone(), l.concept_id.clone());
+        self.unlinks.retain(|u| *u != k);
+        self.links.insert(k, l);
+    }
+
+    /// Adds a link tombstone.
+    pub fn unlink(&mut self, pre: String, con: String) {
+        let k = (pre, con);
+        self.links.remove(&k);
+        self.unlinks.push(k);
+    }
+
+    /// Adds a mastery update, keeping only the highest version per key.
+    pub fn mastery(&mut self, m: MasteryUpdated) {
+        let k = (m.user_id.clone(), m.concept_id.clone());
+        self.mastery_deletes.retain(|d| *d != k);
+        match self.mastery.get(&k) {
+            Some(old) if old.version >= m.version => {}
+            _ => {
+                self.mastery.insert(k, m);
+            }
+        }
+    }
+
+    /// Adds a mastery tombstone.
+    pub fn mastery_deleted(&mut self, user: String, concept: String) {
+        let k = (user, concept);
+        self.mastery.remove(&k);
+        self.mastery_deletes.push(k);
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.concepts.is_empty()
+            && self.concept_deletes.is_empty()
+            && self.links.is_empty()
+            && self.unlinks.is_empty()
+            && self.mastery.is_empty()
+            && self.mastery_deletes.is_empty()
+    }
+}
+
+type Row = HashMap<&'static str, BoltType>;
+
+fn pairs(v: &[(String, String)], a: &'static str, b: &'static str) -> Vec<Row> {
+    v.iter()
+        .map(|(x, y)| HashMap::from([(a, BoltType::from(x.as_str())), (b, BoltType::from(y.as_str()))]))
+        .collect()
+}
+
+// A concept may arrive after mastery that references it; MERGE creates the
+// node with its id and the concept event fills in the rest later.
+const UPSERT_CONCEPTS: &str = "UNWIND $rows AS row \
+    MERGE (c:Concept {id: row.id}) \
+    SET c.name = row.name, c.difficulty = row.difficulty, c.domain = row.domain, c.updatedAt = row.updated_at \
+    MERGE (d:Domain {name: row.domain}) \
+    WITH c, d \
+    OPTIONAL MATCH (c)-[old:PART_OF]->(other:Domain) WHERE other <> d \
+    DELETE old \
+    MERGE (c)-[:PART_OF]->(d)";
+const DELETE_CONCEPTS: &str = "UNWIND $rows AS row MATCH (c:Concept {id: row.id}) DETACH DELETE c";
+const LINK: &str = "UNWIND $rows AS row \
+    MERGE (p:Concept {id: row.pre}) MERGE (c:Concept {id: row.con}) \
+    MERGE (p)-[:PREREQUISITE_OF]->(c)";
+const UNLINK: &str = "UNWIND $rows AS row \
+    MATCH (:Concept {id: row.pre})-[r:PREREQUISITE_OF]->(:Concept {id: row.con}) DELETE r";
+// Version guard: the SET only happens when the stored version is lower.
+const MASTERY: &str = "UNWIND $rows AS row \
+    MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
+    MERGE (u)-[r:MASTERED_BY]->(c) \
+    WITH r, row WHERE r.version IS NULL OR r.version < row.version \
+    SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at";
+const UNMASTER: &str = "UNWIND $rows AS row \
+    MATCH (:User {id: row.user})-[r:MASTERED_BY]->(:Concept {id: row.concept}) DELETE r";
+
+impl GraphStore {
+    /// Writes a batch in one transaction: deletes, then concepts, links and
+    /// mastery, so a batch that deletes and recreates ends recreated.
+    pub async fn write(&self, b: &GraphBatch) -> Result<(), GraphError> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.graph.start_txn().await?;
+        if !b.concept_deletes.is_empty() {
+            let rows: Vec<Row> = b.concept_deletes.iter().map(|id| HashMap::from([("id", BoltType::from(id.as_str()))])).collect();
+            txn.run(query(DELETE_CONCEPTS).param("rows", rows)).await?;
+        }
+        if !b.unlinks.is_empty() {
+            txn.run(query(UNLINK).param("rows", pairs(&b.unlinks, "pre", "con"))).await?;
+        }
+        if !b.mastery_deletes.is_empty() {
+            txn.run(query(UNMASTER).param("rows", pairs(&b.mastery_deletes, "user", "concept"))).await?;
+        }
+        if !b.concepts.is_empty() {
+            let rows: Vec<Row> = b
+                .concepts
+                .values()
+                .map(|c| {
+                    HashMap::from([
+                        ("id", BoltType::from(c.concept_id.as_str())),
+                        ("name", BoltType::from(c.name.as_str())),
+                        ("domain", BoltType::from(c.domain.as_str())),
+                        ("difficulty", BoltType::from(c.difficulty)),
+                        ("updated_at", BoltType::from(c.updated_at)),
+                    ])
+                })
+                .collect();
+            txn.run(query(UPSERT_CONCEPTS).param("rows", rows)).await?;
+        }
+        if !b.links.is_empty() {
+            let keys: Vec<(String, String)> = b.links.keys().cloned().collect();
+            txn.run(query(LINK).param("rows", pairs(&keys, "pre", "con"))).await?;
+        }
+        if !b.mastery.is_empty() {
+            let rows: Vec<Row> = b
+                .mastery
+                .values()
+                .map(|m| {
+                    HashMap::from([
+                        ("user", BoltType::from(m.user_id.as_str())),
+                        ("concept", BoltType::from(m.concept_id.as_str())),
+                        ("score", BoltType::from(m.mastery)),
+                        ("version", BoltType::from(m.version)),
+                        ("updated_at", BoltType::from(m.updated_at)),
+                    ])
+                })
+                .collect();
+            txn.run(query(MASTERY).param("rows", rows)).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,327 @@
+//! Configuration: defaults, then a TOML file, then environment variables.
+//! Unknown keys are refused so a typo fails at start-up, naming the key.
+//! Secrets (database URLs, passwords) come from the environment or files,
+//! and are never printed: `Debug` redacts them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (names the key).
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// What is wrong, including the offending key.
+        message: String,
+    },
+    /// A required value is missing or invalid.
+    #[error("config key {key}: {message}")]
+    Invalid {
+        /// The key, as in the file or environment.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Everything a worker needs.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Prefix of every topic name (`novyra.`); env `NOVYRA_TOPIC_PREFIX`.
+    pub topic_prefix: String,
+    /// Kafka settings.
+    pub kafka: KafkaSection,
+    /// PostgreSQL settings.
+    pub database: DatabaseSection,
+    /// Schema registry settings.
+    pub registry: RegistrySection,
+    /// Neo4j settings.
+    pub neo4j: Neo4jSection,
+    /// Worker tuning.
+    pub pipeline: PipelineSection,
+}
+
+/// Kafka settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Bootstrap servers; env `KAFKA_BROKERS`.
+    pub brokers: String,
+    /// librdkafka properties passed through verbatim (e.g. `"security.protocol" = "SASL_SSL"`).
+    pub properties: BTreeMap<String, String>,
+    /// Replication factor for topics the pipeline creates (1 on the dev stack).
+    pub replication_factor: i32,
+    /// Retention of the attempts topic in ms; -1 keeps everything (replay needs it).
+    pub attempts_retention_ms: i64,
+}
+
+/// PostgreSQL settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// Runtime URL (least-privilege app role); env `DATABASE_URL`.
+    pub url: String,
+    /// Migration URL (DDL role); env `MIGRATION_DATABASE_URL`; defaults to `url`.
+    pub migrate_url: Option<String>,
+    /// Schema to use instead of the default; env `NOVYRA_DB_SCHEMA`.
+    pub schema: Option<String>,
+    /// Pool size per process.
+    pub max_connections: usize,
+}
+
+/// Registry settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    /// Confluent-compatible base URL; env `SCHEMA_REGISTRY_URL`.
+    pub url: String,
+    /// Basic-auth user; env `SCHEMA_REGISTRY_USER`.
+    pub username: Option<String>,
+    /// Basic-auth password; env `SCHEMA_REGISTRY_PASSWORD`.
+    pub password: Option<String>,
+}
+
+/// Neo4j settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Neo4jSection {
+    /// Bolt URI; env `NEO4J_URI`.
+    pub uri: String,
+    /// User; env `NEO4J_USER`.
+    pub user: String,
+    /// Password; env `NEO4J_PASSWORD`, or a file named by `NEO4J_PASSWORD_FILE`.
+    pub password: String,
+}
+
+/// Worker tuning.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Most records per batch.
+    pub max_batch: usize,
+    /// Longest wait to fill a batch, ms.
+    pub batch_linger_ms: u64,
+    /// Address for `/metrics`, `/healthz`, `/readyz`; env `NOVYRA_METRICS_ADDR`.
+    pub metrics_addr: String,
+    /// Score from which a concept counts as mastered.
+    pub mastery_threshold: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            topic_prefix: "novyra.".into(),
+            kafka: KafkaSection::default(),
+            database: DatabaseSection::default(),
+            registry: RegistrySection::default(),
+            neo4j: Neo4jSection::default(),
+            pipeline: PipelineSection::default(),
+        }
+    }
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self { brokers: "127.0.0.1:9092".into(), properties: BTreeMap::new(), replication_factor: 1, attempts_retention_ms: -1 }
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self { url: String::new(), migrate_url: None, schema: None, max_connections: 8 }
+    }
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self { url: "http://127.0.0.1:8081/apis/ccompat/v7".into(), username: None, password: None }
+    }
+}
+
+impl Default for Neo4jSection {
+    fn default() -> Self {
+        Self { uri: "127.0.0.1:7687".into(), user: "neo4j".into(), password: String::new() }
+    }
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self { max_batch: 5_000, batch_linger_ms: 50, metrics_addr: "127.0.0.1:9464".into(), mastery_threshold: 0.95 }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("topic_prefix", &self.topic_prefix)
+            .field("kafka.brokers", &self.kafka.brokers)
+            .field("database.url", &"<redacted>")
+            .field("database.schema", &self.database.schema)
+            .field("registry.url", &self.registry.url)
+            .field("neo4j.uri", &self.neo4j.uri)
+            .field("pipeline", &self.pipeline)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the environment, then checks.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`] with an injectable environment (for tests).
+    pub fn load_with(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut cfg = match file {
+            Some(p) => {
+                let path = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })?
+            }
+            None => Config::default(),
+        };
+        let set = |target: &mut String, key: &str| {
+            if let Some(v) = env(key) {
+                *target = v;
+            }
+        };
+        set(&mut cfg.topic_prefix, "NOVYRA_TOPIC_PREFIX");
+        set(&mut cfg.kafka.brokers, "KAFKA_BROKERS");
+        set(&mut cfg.database.url, "DATABASE_URL");
+        set(&mut cfg.registry.url, "SCHEMA_REGISTRY_URL");
+        set(&mut cfg.neo4j.uri, "NEO4J_URI");
+        set(&mut cfg.neo4j.user, "NEO4J_USER");
+        set(&mut cfg.neo4j.password, "NEO4J_PASSWORD");
+        set(&mut cfg.pipeline.metrics_addr, "NOVYRA_METRICS_ADDR");
+        if let Some(p) = env("NEO4J_PASSWORD_FILE") {
+            cfg.neo4j.password = std::fs::read_to_string(&p)
+                .map_err(|e| ConfigError::Invalid { key: "NEO4J_PASSWORD_FILE", message: e.to_string() })?
+                .trim_end()
+                .to_owned();
+        }
+        if let Some(v) = env("MIGRATION_DATABASE_URL") {
+            cfg.database.migrate_url = Some(v);
+        }
+        if let Some(v) = env("NOVYRA_DB_SCHEMA") {
+            cfg.database.schema = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = env("SCHEMA_REGISTRY_USER") {
+            cfg.registry.username = Some(v);
+        }
+        if let Some(v) = env("SCHEMA_REGISTRY_PASSWORD") {
+            cfg.registry.password = Some(v);
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks at start-up.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        if self.database.url.is_empty() {
+            return bad("database.url", "not set (set DATABASE_URL)");
+        }
+        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+            return bad("database.url", "must be a postgres:// URL");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("kafka.brokers", "empty (set KAFKA_BROKERS)");
+        }
+        if !self.registry.url.starts_with("http://") && !self.registry.url.starts_with("https://") {
+            return bad("registry.url", "must be an http(s) URL (set SCHEMA_REGISTRY_URL)");
+        }
+        if self.pipeline.max_batch == 0 {
+            return bad("pipeline.max_batch", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.pipeline.mastery_threshold) {
+            return bad("pipeline.mastery_threshold", "must be within 0..=1");
+        }
+        if let Some(s) = &self.database.schema {
+            if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return bad("database.schema", "only letters, digits and _ are allowed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Topic name for a suffix.
+    pub fn topic(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.topic_prefix)
+    }
+
+    /// Kafka client settings.
+    pub fn kafka(&self) -> novyra_kafka::KafkaConfig {
+        novyra_kafka::KafkaConfig { brokers: self.kafka.brokers.clone(), properties: self.kafka.properties.clone() }
+    }
+
+    /// Runtime store settings.
+    pub fn store(&self) -> novyra_store::StoreConfig {
+        novyra_store::StoreConfig {
+            url: self.database.url.clone(),
+            schema: self.database.schema.clone(),
+            max_connections: self.database.max_connections,
+        }
+    }
+
+    /// Migration store settings.
+    pub fn migrate_store(&self) -> novyra_store::StoreConfig {
+        novyra_store::StoreConfig {
+            url: self.database.migrate_url.clone().unwrap_or_else(|| self.database.url.clone()),
+            ..self.store()
+        }
+    }
+
+    /// Registry client settings.
+    pub fn registry(&self) -> novyra_registry::RegistryConfig {
+        novyra_registry::RegistryConfig {
+            username: self.registry.username.clone(),
+            password: self.registry.password.clone(),
+            ..novyra_registry::RegistryConfig::new(self.registry.url.clone())
+        }
+    }
+
+    /// Connects the graph store (lazily).
+    pub fn graph(&self) -> Result<novyra_graph::GraphStore, novyra_graph::GraphError> {
+        novyra_graph::GraphStore::new(&self.neo4j.uri, &self.neo4j.user, &self.neo4j.password)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_bad_keys_fail_naming_the_key() {
+        let env = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://u:p@h/db".to_owned()),
+            "KAFKA_BROKERS" => Some("k:1".to_owned()),
+            _ => None,
+        };
+        let cfg = Config::load_with(None, env).expect("loads");
+        assert_eq!(cfg.kafka.brokers, "k:1");
+        assert!(!format!("{cfg:?}").contains("u:p"), "credentials must not be printed");
+
+        let err = Config::load_with(None, |_| None).expect_err("no database url");
+        assert!(err.to_string().contains("database.url"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("novyra-cfg-{}", std::process::id()));
+        std::fs::write(&dir, "[kafka]\nbrokerz = \"x\"\n").expect("write");
+        let err = Config::load_with(Some(&dir), env).expect_err("unknown key");
+        assert!(err.to_string().contains("brokerz"), "{err}");
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,165 @@
+//! Metrics and health: one Prometheus registry per process with fixed label
+//! sets (never user ids or keys), readiness per dependency, and the HTTP
+//! endpoints `/metrics`, `/healthz`, `/readyz`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Shared metrics and readiness state.
+#[derive(Clone)]
+pub struct Health {
+    registry: Registry,
+    deps: Arc<Mutex<BTreeMap<&'static str, Option<String>>>>,
+    /// Records consumed, by group.
+    pub consumed: IntCounterVec,
+    /// Records committed downstream, by group.
+    pub committed: IntCounterVec,
+    /// Records sent to the DLQ, by group and reason.
+    pub dlq: IntCounterVec,
+    /// Batch write duration, by group.
+    pub batch_seconds: HistogramVec,
+    /// Batch sizes, by group.
+    pub batch_size: HistogramVec,
+    /// Rebalances, by group.
+    pub rebalances: IntCounterVec,
+    /// Retries of a down dependency, by dependency.
+    pub retries: IntCounterVec,
+    /// Outbox rows relayed.
+    pub relayed: IntCounterVec,
+    /// 1 while a dependency is unreachable, by dependency.
+    pub dependency_down: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Health")
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["group"]).expect("valid metric definition");
+    r.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    /// A fresh registry with every metric registered.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let dependency_down =
+            IntGaugeVec::new(Opts::new("novyra_dependency_down", "1 while a dependency is unreachable"), &["dependency"])
+                .expect("valid metric definition");
+        r.register(Box::new(dependency_down.clone())).expect("metric registered once");
+        Self {
+            consumed: counter(&r, "novyra_consumer_records_consumed_total", "records consumed", &["group"]),
+            committed: counter(&r, "novyra_consumer_records_committed_total", "records committed downstream", &["group"]),
+            dlq: counter(&r, "novyra_dlq_records_total", "records sent to the DLQ", &["group", "reason"]),
+            batch_seconds: histogram(&r, "novyra_batch_write_seconds", "batch write duration", prometheus::exponential_buckets(0.001, 2.0, 16).unwrap_or_default()),
+            batch_size: histogram(&r, "novyra_batch_size_records", "records per batch", prometheus::exponential_buckets(1.0, 2.0, 16).unwrap_or_default()),
+            rebalances: counter(&r, "novyra_consumer_rebalances_total", "rebalances seen", &["group"]),
+            retries: counter(&r, "novyra_dependency_retries_total", "retries of a failing dependency", &["dependency"]),
+            relayed: counter(&r, "novyra_outbox_relayed_total", "outbox rows published", &["topic"]),
+            dependency_down,
+            registry: r,
+            deps: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Marks a dependency up (`None`) or down with the reason.
+    pub fn set(&self, dep: &'static str, error: Option<String>) {
+        self.dependency_down.with_label_values(&[dep]).set(i64::from(error.is_some()));
+        if let Ok(mut d) = self.deps.lock() {
+            d.insert(dep, error);
+        }
+    }
+
+    /// `None` when every dependency is up, else the failures.
+    pub fn not_ready(&self) -> Option<String> {
+        let d = self.deps.lock().ok()?;
+        let down: Vec<String> = d.iter().filter_map(|(k, v)| v.as_ref().map(|e| format!("{k}: {e}"))).collect();
+        (!down.is_empty()).then(|| down.join("\n"))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Serves the endpoints until `stop` is cancelled.
+    pub async fn serve(self, addr: &str, stop: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr, "metrics and health endpoints listening");
+        let h1 = self.clone();
+        let h2 = self.clone();
+        let app = Router::new()
+            .route("/metrics", get(move || async move { h1.render() }))
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || async move {
+                    match h2.not_ready() {
+                        None => (StatusCode::OK, "ready".to_owned()),
+                        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+                    }
+                }),
+            );
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+    }
+}
+
+/// Retries `op` with exponential backoff (200 ms doubling to 10 s) while its
+/// error is retryable, marking `dep` not-ready meanwhile; gives up on a
+/// fatal error or when `stop` is cancelled.
+pub async fn retry<T, E, F, Fut>(
+    health: &Health,
+    dep: &'static str,
+    stop: &tokio_util::sync::CancellationToken,
+    retryable: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match op().await {
+            Ok(v) => {
+                health.set(dep, None);
+                return Ok(v);
+            }
+            Err(e) if retryable(&e) && !stop.is_cancelled() => {
+                tracing::warn!(dependency = dep, error = %e, retry_in_ms = delay.as_millis() as u64, "dependency failed, retrying");
+                health.set(dep, Some(e.to_string()));
+                health.retries.with_label_values(&[dep]).inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return Err(e),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The `novyra-ingest` group: attempts → one Postgres transaction per batch.
+//!
+//! Offsets: Postgres holds the authoritative next offset per partition,
+//! written in the batch's own transaction. Kafka's committed offsets trail
+//! behind (stored only after the Postgres commit), so on assignment the
+//! consumer starts at or before the Postgres offset; records below it are
+//! skipped, and if Kafka is behind or ahead we seek to the Postgres offset.
+//! A batch only commits if each partition's stored offset is still the one
+//! it started from, which fences a zombie that lost its partitions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use novyra_core::{validate, ConceptAttempted};
+use novyra_kafka::rdkafka::consumer::Consumer;
+use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
+use novyra_kafka::rdkafka::Offset;
+use novyra_registry::{Codec, EventKind};
+use novyra_store::ingest::{months_of, AttemptBatch, IngestRecord, OffsetAdvance};
+use novyra_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{key_str, next_batch, send_to_dlq, store_offsets, Ctx, PipelineConsumer, Refused};
+use crate::health::retry;
+use crate::{Config, Health};
+
+/// Consumer group name.
+pub const GROUP: &str = "novyra-ingest";
+
+/// Runs the ingest worker until `stop`.
+pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Result<(), crate::run::WorkerError> {
+    let store = Store::new(&cfg.store())?;
+    let codec = Codec::new(&cfg.registry())?;
+    let producer = cfg.kafka().producer()?;
+    let topic = cfg.topic("attempts");
+    let dlq_topic = cfg.topic("dlq");
+    let ctx = Ctx::new(GROUP, health);
+    let generation = ctx.generation.clone();
+    let consumer: PipelineConsumer = cfg.kafka().consumer_config(GROUP).create_with_context(ctx)?;
+    consumer.subscribe(&[&topic])?;
+    tracing::info!(group = GROUP, topic = %topic, "ingest worker started");
+
+    let mut seen_generation = u64::MAX;
+    // Next offset per partition as stored in Postgres (None: no row yet).
+    let mut expected: HashMap<i32, Option<i64>> = HashMap::new();
+    let mut months_ready: HashSet<NaiveDate> = HashSet::new();
+    let linger = Duration::from_millis(cfg.pipeline.batch_linger_ms);
+
+    while !stop.is_cancelled() {
+        let msgs = next_batch(&consumer, cfg.pipeline.max_batch, linger, &stop).await;
+        if msgs.is_empty() {
+            continue;
+        }
+        health.consumed.with_label_values(&[GROUP]).inc_by(msgs.len() as u64);
+        let g = generation.load(Ordering::SeqCst);
+        if g != seen_generation {
+            // Assignment changed: what we know of stored offsets may be stale.
+            expected.clear();
+            seen_generation = g;
+        }
+        if msgs.iter().any(|m| !expected.contains_key(&m.partition())) {
+            let stored = retry(health, "postgres", &stop, StoreError::is_retryable, || store.stored_offsets(GROUP, &topic)).await?;
+            for m in &msgs {
+                expected.entry(m.partition()).or_insert_with(|| stored.get(&m.partition()).copied());
+            }
+        }
+
+        // Keep, per partition, the records that continue exactly from the
+        // stored offset; skip applied ones; seek back (or forward) on a gap.
+        let mut accepted: Vec<OwnedMessage> = Vec::with_capacity(msgs.len());
+        let mut cursor: HashMap<i32, Option<i64>> = HashMap::new();
+        let mut seeking: HashSet<i32> = HashSet::new();
+        for m in msgs {
+            let p = m.partition();
+            if seeking.contains(&p) {
+                continue;
+            }
+            let at = *cursor.entry(p).or_insert_with(|| expected.get(&p).copied().flatten());
+            match at {
+                Some(next) if m.offset() < next => continue,
+                Some(next) if m.offset() > next => {
+                    tracing::info!(partition = p, from = m.offset(), to = next, "seeking to the offset stored in postgres");
+                    if let Err(e) = consumer.seek(&topic, p, Offset::Offset(next), Duration::from_secs(10)) {
+                        tracing::warn!(partition = p, error = %e, "seek failed; reloading offsets");
+                        expected.clear();
+                    }
+                    seeking.insert(p);
+                    continue;
+                }
+                _ => {
+                    cursor.insert(p, Some(m.offset() + 1));
+                    accepted.push(m);
+                }
+            }
+        }
+        if accepted.is_empty() {
+            continue;
+        }
+
+        // Decode and validate; refused records go to the DLQ.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut records = Vec::with_capacity(accepted.len());
+        let mut refused = Vec::new();
+        for m in &accepted {
+            match decode(&codec, health, &stop, m, now_ms).await? {
+                Ok(r) => records.push(r),
+                Err(r) => refused.push(r),
+            }
+        }
+        records.sort_by_key(|r| (r.partition, r.offset));
+        let mut advances: Vec<OffsetAdvance> = Vec::new();
+        for m in &accepted {
+            let p = m.partition();
+            match advances.iter_mut().find(|a| a.partition == p) {
+                Some(a) => a.next = a.next.max(m.offset() + 1),
+                None => advances.push(OffsetAdvance { partition: p, start: expected.get(&p).copied().flatten(), next: m.offset() + 1 }),
+            }
+        }
+
+        if !refused.is_empty() {
+            send_to_dlq(&producer, &dlq_topic, GROUP, &refused, health, &stop).await?;
+        }
+        let months: Vec<NaiveDate> = months_of(&records).into_iter().filter(|m| !months_ready.contains(m)).collect();
+        if !months.is_empty() {
+            let to_default = retry(health, "postgres", &stop, StoreError::is_retryable, || store.ensure_month_partitions(&months)).await?;
+            for m in &to_default {
+                tracing::warn!(month = %m, "attempts of this month land in the default partition");
+            }
+            months_ready.extend(months);
+        }
+
+        let batch = AttemptBatch { group: GROUP.into(), topic: topic.clone(), records, advances };
+        let started = Instant::now();
+        let outcome = retry(health, "postgres", &stop, StoreError::is_retryable, || store.commit_attempts(&batch)).await;
+        match outcome {
+            Ok(o) => {
+                health.batch_seconds.with_label_values(&[GROUP]).observe(started.elapsed().as_secs_f64());
+                health.batch_size.with_label_values(&[GROUP]).observe(accepted.len() as f64);
+                health.committed.with_label_values(&[GROUP]).inc_by(o.inserted as u64);
+                tracing::debug!(inserted = o.inserted, duplicates = o.duplicates, mastery = o.mastery_changed, "batch committed");
+                for a in &batch.advances {
+                    expected.insert(a.partition, Some(a.next));
+                }
+                store_offsets(&consumer, &accepted);
+            }
+            Err(StoreError::Fenced { partition, .. }) => {
+                tracing::warn!(partition, "batch fenced: another consumer owns the partition now; dropping it");
+                expected.clear();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = consumer.commit_consumer_state(novyra_kafka::rdkafka::consumer::CommitMode::Sync);
+    tracing::info!(group = GROUP, "ingest worker stopped");
+    Ok(())
+}
+
+/// Decodes and validates one record. Outer error: a dependency failed for
+/// good (or shutdown); inner error: the record is refused.
+async fn decode(
+    codec: &Codec,
+    health: &Health,
+    stop: &CancellationToken,
+    m: &OwnedMessage,
+    now_ms: i64,
+) -> Result<Result<IngestRecord, Refused>, crate::run::WorkerError> {
+    let refuse = |stage, class, message: String| Ok(Err(Refused { msg: m.clone(), stage, class, message }));
+    let Some(payload) = m.payload() else {
+        return refuse("decode", "unexpected_tombstone", "tombstone on the attempts topic".into());
+    };
+    let decoded = retry(health, "registry", stop, |e: &novyra_registry::DecodeError| e.is_retryable(), || {
+        codec.decode::<ConceptAttempted>(EventKind::Attempt, payload)
+    })
+    .await;
+    let d = match decoded {
+        Ok(d) => d,
+        Err(e) if e.is_retryable() => return Err(crate::run::WorkerError::Shutdown),
+        Err(e) => return refuse("decode", e.kind(), e.to_string()),
+    };
+    if let Err(e) = validate::attempt(&d.value, now_ms).and_then(|_| validate::key_matches(key_str(m), &d.value.user_id)) {
+        return refuse("validate", "invalid_event", e.to_string());
+    }
+    Ok(Ok(IngestRecord {
+        partition: m.partition(),
+        offset: m.offset(),
+        schema_id: i32::try_from(d.schema_id).unwrap_or(i32::MAX),
+        attempt: d.value,
+    }))
+}

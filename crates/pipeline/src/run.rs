@@ -1,0 +1,171 @@
+//! Running workers: one alone, or every group in one process (`novyra run`),
+//! optionally returning once every group has caught up.
+
+use std::time::Duration;
+
+use novyra_kafka::lag::{group_lag, PartitionLag};
+use tokio_util::sync::CancellationToken;
+
+use crate::{catalog, graph_sink, ingest, relay, Config, Health};
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] novyra_kafka::rdkafka::error::KafkaError),
+    /// Kafka admin failed.
+    #[error(transparent)]
+    KafkaAdmin(#[from] novyra_kafka::KafkaError),
+    /// Postgres failed for good.
+    #[error(transparent)]
+    Store(#[from] novyra_store::StoreError),
+    /// Neo4j failed for good.
+    #[error(transparent)]
+    Graph(#[from] novyra_graph::GraphError),
+    /// The registry client could not be built.
+    #[error(transparent)]
+    Registry(#[from] novyra_registry::EncodeError),
+    /// Shut down while a dependency was being retried.
+    #[error("shut down while waiting for a dependency")]
+    Shutdown,
+    /// A task panicked.
+    #[error("worker task failed: {0}")]
+    Join(String),
+}
+
+/// Which workers to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// `novyra-ingest` plus the outbox relay.
+    Ingest,
+    /// `novyra-catalog`.
+    Catalog,
+    /// `novyra-graph`.
+    Graph,
+}
+
+/// Groups and the topics they consume.
+pub fn groups(cfg: &Config) -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        (catalog::GROUP, vec![cfg.topic("concepts"), cfg.topic("prerequisites")]),
+        (ingest::GROUP, vec![cfg.topic("attempts")]),
+        (graph_sink::GROUP, vec![cfg.topic("concepts"), cfg.topic("prerequisites"), cfg.topic("mastery")]),
+    ]
+}
+
+/// Lag of every group, as Kafka's own tools report it.
+pub async fn all_lag(cfg: &Config) -> Result<Vec<(&'static str, Vec<PartitionLag>)>, WorkerError> {
+    let kafka = cfg.kafka();
+    let gs = groups(cfg);
+    tokio::task::spawn_blocking(move || {
+        gs.into_iter()
+            .map(|(g, topics)| group_lag(&kafka, g, &topics).map(|l| (g, l)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(WorkerError::from)
+    })
+    .await
+    .map_err(|e| WorkerError::Join(e.to_string()))?
+}
+
+fn spawn(
+    set: &mut tokio::task::JoinSet<Result<(), WorkerError>>,
+    w: Worker,
+    cfg: &Config,
+    health: &Health,
+    stop: &CancellationToken,
+) {
+    let (cfg, health, stop) = (cfg.clone(), health.clone(), stop.clone());
+    match w {
+        Worker::Ingest => {
+            let (c2, h2, s2) = (cfg.clone(), health.clone(), stop.clone());
+            set.spawn(async move { ingest::run(&cfg, &health, stop).await });
+            set.spawn(async move { relay::run(&c2, &h2, s2).await });
+        }
+        Worker::Catalog => {
+            set.spawn(async move { catalog::run(&cfg, &health, stop).await });
+        }
+        Worker::Graph => {
+            set.spawn(async move { graph_sink::run(&cfg, &health, stop).await });
+        }
+    }
+}
+
+/// Runs `workers` until `stop` (or, with `exit_when_idle`, until every
+/// group has zero lag and the outbox is empty twice in a row). Serves the
+/// metrics endpoint meanwhile.
+pub async fn run(cfg: &Config, workers: &[Worker], exit_when_idle: bool, stop: CancellationToken) -> Result<(), WorkerError> {
+    let health = Health::new();
+    let server = {
+        let (h, addr, s) = (health.clone(), cfg.pipeline.metrics_addr.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = h.serve(&addr, s).await {
+                tracing::warn!(error = %e, "metrics endpoint not served");
+            }
+        })
+    };
+    let mut set = tokio::task::JoinSet::new();
+    let all_in_one = workers.contains(&Worker::Catalog) && workers.contains(&Worker::Ingest);
+    if all_in_one {
+        // Mastery uses the BKT parameters of the concept, so in the
+        // all-in-one run the catalog catches up before ingest starts: a
+        // replay then applies the same parameters as the first run.
+        spawn(&mut set, Worker::Catalog, cfg, &health, &stop);
+        wait_caught_up(cfg, &[catalog::GROUP], &stop, Duration::from_secs(120)).await;
+    }
+    for w in workers {
+        if !(all_in_one && *w == Worker::Catalog) {
+            spawn(&mut set, *w, cfg, &health, &stop);
+        }
+    }
+    let idle_watch = exit_when_idle.then(|| {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        tokio::spawn(async move {
+            let store = novyra_store::Store::new(&cfg.store()).ok();
+            let mut idle_rounds = 0;
+            while !stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let lag_zero = matches!(all_lag(&cfg).await, Ok(l) if l.iter().all(|(_, ps)| ps.iter().all(|p| p.lag() == 0)));
+                let outbox_empty = match &store {
+                    Some(s) => matches!(s.outbox_len().await, Ok(0)),
+                    None => false,
+                };
+                idle_rounds = if lag_zero && outbox_empty { idle_rounds + 1 } else { 0 };
+                if idle_rounds >= 2 {
+                    tracing::info!("every group caught up; stopping");
+                    stop.cancel();
+                }
+            }
+        })
+    });
+    let mut result = Ok(());
+    while let Some(r) = set.join_next().await {
+        let r = r.map_err(|e| WorkerError::Join(e.to_string())).and_then(|r| r);
+        if let Err(e) = r {
+            if !matches!(e, WorkerError::Shutdown) {
+                tracing::error!(error = %e, "worker failed; stopping the others");
+                result = Err(e);
+            }
+            stop.cancel();
+        }
+    }
+    stop.cancel();
+    if let Some(h) = idle_watch {
+        let _ = h.await;
+    }
+    let _ = server.await;
+    result
+}
+
+/// Waits until `groups` have zero lag, `timeout` passes, or `stop`.
+pub async fn wait_caught_up(cfg: &Config, wanted: &[&str], stop: &CancellationToken, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline && !stop.is_cancelled() {
+        if let Ok(lags) = all_lag(cfg).await {
+            if lags.iter().filter(|(g, _)| wanted.contains(g)).all(|(_, ps)| ps.iter().all(|p| p.lag() == 0)) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
