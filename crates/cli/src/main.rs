@@ -15,7 +15,11 @@ use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
 
 #[derive(Parser)]
-#[command(name = "novyra", version, about = "NOVYRA Stream: learning events from Kafka into PostgreSQL and Neo4j")]
+#[command(
+    name = "novyra",
+    version,
+    about = "NOVYRA Stream: learning events from Kafka into PostgreSQL and Neo4j"
+)]
 struct Cli {
     /// TOML config file; environment variables override it.
     #[arg(long, global = true, env = "NOVYRA_CONFIG")]
@@ -141,14 +145,20 @@ impl LoadgenArgs {
             seed: self.seed,
             rate: self.rate,
             days: self.days,
-            id_prefix: self.id_prefix.clone().unwrap_or_else(|| format!("r{}-", chrono::Utc::now().format("%m%d%H%M%S"))),
+            id_prefix: self
+                .id_prefix
+                .clone()
+                .unwrap_or_else(|| format!("r{}-", chrono::Utc::now().format("%m%d%H%M%S"))),
         }
     }
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -160,10 +170,11 @@ fn shutdown_token() -> CancellationToken {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -185,20 +196,31 @@ async fn setup(cfg: &Config) -> Result<()> {
     .context("creating topics")?;
     tracing::info!(created = ?created, "topics ready");
     let codec = Codec::new(&cfg.registry())?;
-    for (subject, id) in codec.register_all(&cfg.topic_prefix).await.context("registering schemas")? {
+    for (subject, id) in codec
+        .register_all(&cfg.topic_prefix)
+        .await
+        .context("registering schemas")?
+    {
         tracing::info!(subject, id, "schema ready");
     }
     Ok(())
 }
 
 async fn produce(cfg: &Config, topic: &str, file: Option<PathBuf>) -> Result<()> {
-    let kind = EventKind::from_topic(&cfg.topic_prefix, topic).with_context(|| format!("unknown topic kind {topic:?}"))?;
+    let kind = EventKind::from_topic(&cfg.topic_prefix, topic)
+        .with_context(|| format!("unknown topic kind {topic:?}"))?;
     let reader: Box<dyn BufRead> = match file {
-        Some(p) => Box::new(std::io::BufReader::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)),
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?,
+        )),
         None => Box::new(std::io::stdin().lock()),
     };
     let lines: Vec<String> = reader.lines().collect::<Result<_, _>>()?;
-    let lines: Vec<(usize, &String)> = lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    let lines: Vec<(usize, &String)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
     let t = kind.topic(&cfg.topic_prefix);
@@ -207,7 +229,9 @@ async fn produce(cfg: &Config, topic: &str, file: Option<PathBuf>) -> Result<()>
             let items: Vec<(String, $ty)> = lines
                 .iter()
                 .map(|(i, l)| {
-                    let v: $ty = serde_json::from_str(l).with_context(|| format!("line {}: not a valid {}", i + 1, stringify!($ty)))?;
+                    let v: $ty = serde_json::from_str(l).with_context(|| {
+                        format!("line {}: not a valid {}", i + 1, stringify!($ty))
+                    })?;
                     Ok(($key(&v), v))
                 })
                 .collect::<Result<_>>()?;
@@ -217,8 +241,13 @@ async fn produce(cfg: &Config, topic: &str, file: Option<PathBuf>) -> Result<()>
     let n = match kind {
         EventKind::Attempt => go!(ConceptAttempted, |v: &ConceptAttempted| v.user_id.clone()),
         EventKind::Concept => go!(ConceptUpserted, |v: &ConceptUpserted| v.concept_id.clone()),
-        EventKind::Prerequisite => go!(PrerequisiteLinked, |v: &PrerequisiteLinked| keys::prerequisite_key(&v.prerequisite_id, &v.concept_id)),
-        EventKind::Mastery => go!(MasteryUpdated, |v: &MasteryUpdated| keys::mastery_key(&v.user_id, &v.concept_id)),
+        EventKind::Prerequisite => go!(PrerequisiteLinked, |v: &PrerequisiteLinked| {
+            keys::prerequisite_key(&v.prerequisite_id, &v.concept_id)
+        }),
+        EventKind::Mastery => go!(MasteryUpdated, |v: &MasteryUpdated| keys::mastery_key(
+            &v.user_id,
+            &v.concept_id
+        )),
     };
     println!("published {n} events to {t}");
     Ok(())
@@ -231,27 +260,49 @@ async fn main() -> Result<()> {
     let cfg = Config::load(cli.config.as_deref()).context("configuration")?;
     match cli.cmd {
         Cmd::Run { exit_when_idle } => {
-            run::run(&cfg, &[Worker::Catalog, Worker::Ingest, Worker::Graph], exit_when_idle, shutdown_token()).await?
+            run::run(
+                &cfg,
+                &[Worker::Catalog, Worker::Ingest, Worker::Graph],
+                exit_when_idle,
+                shutdown_token(),
+            )
+            .await?
         }
         Cmd::Ingest => run::run(&cfg, &[Worker::Ingest], false, shutdown_token()).await?,
         Cmd::Catalog => run::run(&cfg, &[Worker::Catalog], false, shutdown_token()).await?,
-        Cmd::Graph { query: None } => run::run(&cfg, &[Worker::Graph], false, shutdown_token()).await?,
-        Cmd::Graph { query: Some(GraphCmd::Next { user, limit, json }) } => {
+        Cmd::Graph { query: None } => {
+            run::run(&cfg, &[Worker::Graph], false, shutdown_token()).await?
+        }
+        Cmd::Graph {
+            query: Some(GraphCmd::Next { user, limit, json }),
+        } => {
             let g = cfg.graph()?;
-            let next = g.next_concepts(&user, cfg.pipeline.mastery_threshold, limit).await?;
+            let next = g
+                .next_concepts(&user, cfg.pipeline.mastery_threshold, limit)
+                .await?;
             for c in next {
                 if json {
-                    println!("{}", serde_json::json!({"id": c.id, "name": c.name, "score": c.score, "prerequisites": c.prerequisites}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": c.id, "name": c.name, "score": c.score, "prerequisites": c.prerequisites})
+                    );
                 } else {
-                    println!("{:<14} {:<24} score {:.3}  prerequisites {}", c.id, c.name, c.score, c.prerequisites);
+                    println!(
+                        "{:<14} {:<24} score {:.3}  prerequisites {}",
+                        c.id, c.name, c.score, c.prerequisites
+                    );
                 }
             }
         }
-        Cmd::Db { cmd: DbCmd::Migrate } => {
+        Cmd::Db {
+            cmd: DbCmd::Migrate,
+        } => {
             let done = novyra_store::migrate(&cfg.migrate_store()).await?;
             println!("applied {} migration(s)", done.len());
         }
-        Cmd::Db { cmd: DbCmd::Partitions } => {
+        Cmd::Db {
+            cmd: DbCmd::Partitions,
+        } => {
             let store = novyra_store::Store::new(&cfg.store())?;
             for (name, rows) in store.attempt_partitions().await? {
                 println!("{name:<32} {rows:>10}");
@@ -268,7 +319,10 @@ async fn main() -> Result<()> {
             println!("created {created:?}");
         }
         Cmd::Schemas => {
-            for (subject, id) in Codec::new(&cfg.registry())?.register_all(&cfg.topic_prefix).await? {
+            for (subject, id) in Codec::new(&cfg.registry())?
+                .register_all(&cfg.topic_prefix)
+                .await?
+            {
                 println!("{subject:<32} id {id}");
             }
         }
@@ -276,17 +330,29 @@ async fn main() -> Result<()> {
         Cmd::Loadgen(a) => {
             setup(&cfg).await?;
             let p = loadgen::generate_and_publish(&cfg, &a.options(), false).await?;
-            println!("published {} concepts, {} prerequisites, {} attempts", p.concepts, p.links, p.attempts);
+            println!(
+                "published {} concepts, {} prerequisites, {} attempts",
+                p.concepts, p.links, p.attempts
+            );
         }
         Cmd::Lag { json } => {
             for (group, parts) in run::all_lag(&cfg).await? {
                 for p in parts {
                     if json {
-                        println!("{}", serde_json::json!({"group": group, "topic": p.topic, "partition": p.partition,
-                            "committed": p.committed, "end": p.high, "lag": p.lag()}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"group": group, "topic": p.topic, "partition": p.partition,
+                            "committed": p.committed, "end": p.high, "lag": p.lag()})
+                        );
                     } else {
-                        println!("{group:<16} {:<24} {:>3} committed {:>9} end {:>9} lag {:>7}",
-                            p.topic, p.partition, p.committed.map_or("-".into(), |c| c.to_string()), p.high, p.lag());
+                        println!(
+                            "{group:<16} {:<24} {:>3} committed {:>9} end {:>9} lag {:>7}",
+                            p.topic,
+                            p.partition,
+                            p.committed.map_or("-".into(), |c| c.to_string()),
+                            p.high,
+                            p.lag()
+                        );
                     }
                 }
             }
@@ -300,21 +366,35 @@ async fn main() -> Result<()> {
         }
         Cmd::Demo(a) => {
             let o = a.options();
-            novyra_store::migrate(&cfg.migrate_store()).await.context("migrating")?;
+            novyra_store::migrate(&cfg.migrate_store())
+                .await
+                .context("migrating")?;
             setup(&cfg).await?;
-            println!("generating {} concepts, {} students, {} attempts (ids prefixed {:?})", o.concepts, o.students, o.attempts, o.id_prefix);
+            println!(
+                "generating {} concepts, {} students, {} attempts (ids prefixed {:?})",
+                o.concepts, o.students, o.attempts, o.id_prefix
+            );
             let started = Instant::now();
             let p = loadgen::generate_and_publish(&cfg, &o, false).await?;
-            run::run(&cfg, &[Worker::Catalog, Worker::Ingest, Worker::Graph], true, shutdown_token()).await?;
+            run::run(
+                &cfg,
+                &[Worker::Catalog, Worker::Ingest, Worker::Graph],
+                true,
+                shutdown_token(),
+            )
+            .await?;
             let elapsed = started.elapsed();
             let mut s = novyra_pipeline::summary::gather(&cfg, None, &o.id_prefix).await?;
             let store = novyra_store::Store::new(&cfg.store())?;
             let stored = store.attempts_with_user_prefix(&o.id_prefix).await?;
-            s.checks.insert(0, (
-                "attempts produced = rows in concept_attempts (this run)".into(),
-                stored == p.attempts as i64,
-                format!("{} produced, {stored} stored", p.attempts),
-            ));
+            s.checks.insert(
+                0,
+                (
+                    "attempts produced = rows in concept_attempts (this run)".into(),
+                    stored == p.attempts as i64,
+                    format!("{} produced, {stored} stored", p.attempts),
+                ),
+            );
             println!("{}", s.render(Some(elapsed), p.attempts));
             if !s.ok() {
                 bail!("some checks failed");

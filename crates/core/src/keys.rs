@@ -29,8 +29,14 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        assert_eq!(parse_prerequisite_key(&prerequisite_key("a", "b")), Some(("a", "b")));
-        assert_eq!(parse_mastery_key(&mastery_key("u1", "c9")), Some(("u1", "c9")));
+        assert_eq!(
+            parse_prerequisite_key(&prerequisite_key("a", "b")),
+            Some(("a", "b"))
+        );
+        assert_eq!(
+            parse_mastery_key(&mastery_key("u1", "c9")),
+            Some(("u1", "c9"))
+        );
         assert_eq!(parse_mastery_key("nokey"), None);
         assert_eq!(parse_prerequisite_key(">b"), None);
     }

@@ -33,7 +33,11 @@ impl BktParams {
     /// | 0.5 | 0.175 | 0.14 | 0.10 | 0.175 |
     /// | 1.0 | 0.05 | 0.08 | 0.12 | 0.10 |
     pub fn from_difficulty(difficulty: f64) -> Self {
-        let d = if difficulty.is_nan() { DEFAULT_DIFFICULTY } else { difficulty.clamp(0.0, 1.0) };
+        let d = if difficulty.is_nan() {
+            DEFAULT_DIFFICULTY
+        } else {
+            difficulty.clamp(0.0, 1.0)
+        };
         Self {
             p_init: 0.30 - 0.25 * d,
             p_transit: 0.20 - 0.12 * d,
@@ -58,7 +62,11 @@ impl BktParams {
     /// (slip + guess < 1); anything else would make mastery meaningless.
     pub fn is_valid(&self) -> bool {
         let p = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
-        p(self.p_init) && p(self.p_transit) && p(self.p_slip) && p(self.p_guess) && self.p_slip + self.p_guess < 1.0
+        p(self.p_init)
+            && p(self.p_transit)
+            && p(self.p_slip)
+            && p(self.p_guess)
+            && self.p_slip + self.p_guess < 1.0
     }
 }
 
@@ -71,7 +79,12 @@ impl Default for BktParams {
 /// One BKT step: the posterior given the observation, then the learning
 /// transition. A hinted attempt counts as a wrong observation.
 pub fn bkt_update(p_l: f64, observed_correct: bool, params: &BktParams) -> f64 {
-    let BktParams { p_transit: t, p_slip: s, p_guess: g, .. } = *params;
+    let BktParams {
+        p_transit: t,
+        p_slip: s,
+        p_guess: g,
+        ..
+    } = *params;
     let posterior = if observed_correct {
         let num = p_l * (1.0 - s);
         num / (num + (1.0 - p_l) * g)
@@ -140,7 +153,11 @@ impl MasteryState {
         self.confidence_weight += 1.0 / (1.0 + f64::from(attempt.hints_used.max(0)));
         self.last_event_id.clone_from(&attempt.event_id);
         self.updated_at = attempt.occurred_at;
-        Applied { before, after: self.mastery, version: self.attempts_total }
+        Applied {
+            before,
+            after: self.mastery,
+            version: self.attempts_total,
+        }
     }
 
     /// The event that publishes this state on the mastery topic.
@@ -181,7 +198,14 @@ mod tests {
         let easy = BktParams::from_difficulty(0.0);
         let hard = BktParams::from_difficulty(1.0);
         assert!((easy.p_init - 0.30).abs() < 1e-12 && (hard.p_init - 0.05).abs() < 1e-12);
-        assert!(easy.is_valid() && hard.is_valid() && BktParams::from_difficulty(f64::NAN).is_valid());
-        assert!(!BktParams { p_slip: 0.6, p_guess: 0.5, ..easy }.is_valid());
+        assert!(
+            easy.is_valid() && hard.is_valid() && BktParams::from_difficulty(f64::NAN).is_valid()
+        );
+        assert!(!BktParams {
+            p_slip: 0.6,
+            p_guess: 0.5,
+            ..easy
+        }
+        .is_valid());
     }
 }

@@ -110,7 +110,9 @@ pub fn prerequisite(p: &PrerequisiteLinked) -> Result<(), ValidationError> {
     id("prerequisite_id", &p.prerequisite_id)?;
     id("concept_id", &p.concept_id)?;
     if p.prerequisite_id == p.concept_id {
-        return Err(ValidationError::BadId("prerequisite_id (equals concept_id)"));
+        return Err(ValidationError::BadId(
+            "prerequisite_id (equals concept_id)",
+        ));
     }
     Ok(())
 }
@@ -159,12 +161,48 @@ mod tests {
         let now = 1_700_000_000_000;
         assert!(attempt(&ok_attempt(), now).is_ok());
         let cases: Vec<(ConceptAttempted, &str)> = vec![
-            (ConceptAttempted { event_id: "".into(), ..ok_attempt() }, "event_id"),
-            (ConceptAttempted { user_id: " ".into(), ..ok_attempt() }, "user_id"),
-            (ConceptAttempted { hints_used: -1, ..ok_attempt() }, "hints_used"),
-            (ConceptAttempted { duration_ms: -5, ..ok_attempt() }, "duration_ms"),
-            (ConceptAttempted { occurred_at: 1, ..ok_attempt() }, "occurred_at"),
-            (ConceptAttempted { occurred_at: now + 2 * MAX_FUTURE_SKEW_MS, ..ok_attempt() }, "occurred_at"),
+            (
+                ConceptAttempted {
+                    event_id: "".into(),
+                    ..ok_attempt()
+                },
+                "event_id",
+            ),
+            (
+                ConceptAttempted {
+                    user_id: " ".into(),
+                    ..ok_attempt()
+                },
+                "user_id",
+            ),
+            (
+                ConceptAttempted {
+                    hints_used: -1,
+                    ..ok_attempt()
+                },
+                "hints_used",
+            ),
+            (
+                ConceptAttempted {
+                    duration_ms: -5,
+                    ..ok_attempt()
+                },
+                "duration_ms",
+            ),
+            (
+                ConceptAttempted {
+                    occurred_at: 1,
+                    ..ok_attempt()
+                },
+                "occurred_at",
+            ),
+            (
+                ConceptAttempted {
+                    occurred_at: now + 2 * MAX_FUTURE_SKEW_MS,
+                    ..ok_attempt()
+                },
+                "occurred_at",
+            ),
         ];
         for (a, field) in cases {
             let err = attempt(&a, now).expect_err(field).to_string();

@@ -63,7 +63,9 @@ impl GraphStore {
     /// Connects lazily (the pool dials on first use). The password is only
     /// passed to the driver, never logged.
     pub fn new(uri: &str, user: &str, password: &str) -> Result<Self, GraphError> {
-        Ok(Self { graph: Graph::new(uri, user, password)? })
+        Ok(Self {
+            graph: Graph::new(uri, user, password)?,
+        })
     }
 
     /// Creates constraints and indexes if missing.

@@ -16,12 +16,18 @@ pub struct GraphCounts {
 impl GraphCounts {
     /// Count of one node label (0 if absent).
     pub fn node(&self, label: &str) -> i64 {
-        self.nodes.iter().find(|(l, _)| l == label).map_or(0, |(_, n)| *n)
+        self.nodes
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Count of one relationship type (0 if absent).
     pub fn rel(&self, t: &str) -> i64 {
-        self.relationships.iter().find(|(l, _)| l == t).map_or(0, |(_, n)| *n)
+        self.relationships
+            .iter()
+            .find(|(l, _)| l == t)
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -43,13 +49,19 @@ impl GraphStore {
     pub async fn counts(&self) -> Result<GraphCounts, GraphError> {
         let mut out = GraphCounts::default();
         for label in ["Concept", "Domain", "User"] {
-            let mut rows = self.graph.execute(query(&format!("MATCH (n:{label}) RETURN count(n) AS n"))).await?;
+            let mut rows = self
+                .graph
+                .execute(query(&format!("MATCH (n:{label}) RETURN count(n) AS n")))
+                .await?;
             if let Some(r) = rows.next().await? {
                 out.nodes.push((label.to_owned(), r.get::<i64>("n")?));
             }
         }
         for t in ["MASTERED_BY", "PART_OF", "PREREQUISITE_OF"] {
-            let mut rows = self.graph.execute(query(&format!("MATCH ()-[r:{t}]->() RETURN count(r) AS n"))).await?;
+            let mut rows = self
+                .graph
+                .execute(query(&format!("MATCH ()-[r:{t}]->() RETURN count(r) AS n")))
+                .await?;
             if let Some(r) = rows.next().await? {
                 out.relationships.push((t.to_owned(), r.get::<i64>("n")?));
             }
@@ -59,7 +71,10 @@ impl GraphStore {
 
     /// `MASTERED_BY` edges of users whose id starts with `prefix`:
     /// (user, concept, score, version).
-    pub async fn mastery_edges(&self, prefix: &str) -> Result<Vec<(String, String, f64, i64)>, GraphError> {
+    pub async fn mastery_edges(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, f64, i64)>, GraphError> {
         let mut rows = self
             .graph
             .execute(
@@ -79,7 +94,12 @@ impl GraphStore {
 
     /// Concepts whose prerequisites the user has all mastered (score ≥
     /// `threshold`) and which the user has not mastered, easiest first.
-    pub async fn next_concepts(&self, user: &str, threshold: f64, limit: i64) -> Result<Vec<NextConcept>, GraphError> {
+    pub async fn next_concepts(
+        &self,
+        user: &str,
+        threshold: f64,
+        limit: i64,
+    ) -> Result<Vec<NextConcept>, GraphError> {
         let q = query(
             "MATCH (c:Concept) WHERE c.name IS NOT NULL \
              OPTIONAL MATCH (:User {id: $user})-[own:MASTERED_BY]->(c) \
@@ -96,7 +116,12 @@ impl GraphStore {
         let mut rows = self.graph.execute(q).await?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().await? {
-            out.push(NextConcept { id: r.get("id")?, name: r.get("name")?, score: r.get("score")?, prerequisites: r.get("pres")? });
+            out.push(NextConcept {
+                id: r.get("id")?,
+                name: r.get("name")?,
+                score: r.get("score")?,
+                prerequisites: r.get("pres")?,
+            });
         }
         Ok(out)
     }

@@ -88,7 +88,12 @@ type Row = HashMap<&'static str, BoltType>;
 
 fn pairs(v: &[(String, String)], a: &'static str, b: &'static str) -> Vec<Row> {
     v.iter()
-        .map(|(x, y)| HashMap::from([(a, BoltType::from(x.as_str())), (b, BoltType::from(y.as_str()))]))
+        .map(|(x, y)| {
+            HashMap::from([
+                (a, BoltType::from(x.as_str())),
+                (b, BoltType::from(y.as_str())),
+            ])
+        })
         .collect()
 }
 
@@ -126,14 +131,20 @@ impl GraphStore {
         }
         let mut txn = self.graph.start_txn().await?;
         if !b.concept_deletes.is_empty() {
-            let rows: Vec<Row> = b.concept_deletes.iter().map(|id| HashMap::from([("id", BoltType::from(id.as_str()))])).collect();
+            let rows: Vec<Row> = b
+                .concept_deletes
+                .iter()
+                .map(|id| HashMap::from([("id", BoltType::from(id.as_str()))]))
+                .collect();
             txn.run(query(DELETE_CONCEPTS).param("rows", rows)).await?;
         }
         if !b.unlinks.is_empty() {
-            txn.run(query(UNLINK).param("rows", pairs(&b.unlinks, "pre", "con"))).await?;
+            txn.run(query(UNLINK).param("rows", pairs(&b.unlinks, "pre", "con")))
+                .await?;
         }
         if !b.mastery_deletes.is_empty() {
-            txn.run(query(UNMASTER).param("rows", pairs(&b.mastery_deletes, "user", "concept"))).await?;
+            txn.run(query(UNMASTER).param("rows", pairs(&b.mastery_deletes, "user", "concept")))
+                .await?;
         }
         if !b.concepts.is_empty() {
             let rows: Vec<Row> = b
@@ -153,7 +164,8 @@ impl GraphStore {
         }
         if !b.links.is_empty() {
             let keys: Vec<(String, String)> = b.links.keys().cloned().collect();
-            txn.run(query(LINK).param("rows", pairs(&keys, "pre", "con"))).await?;
+            txn.run(query(LINK).param("rows", pairs(&keys, "pre", "con")))
+                .await?;
         }
         if !b.mastery.is_empty() {
             let rows: Vec<Row> = b

@@ -22,7 +22,10 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// Brokers only.
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), properties: BTreeMap::new() }
+        Self {
+            brokers: brokers.into(),
+            properties: BTreeMap::new(),
+        }
     }
 
     /// A base client config with the pass-through properties applied last.

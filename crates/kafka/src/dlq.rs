@@ -44,10 +44,28 @@ pub fn headers(r: &DlqReason<'_>) -> OwnedHeaders {
     let partition = r.partition.to_string();
     let offset = r.offset.to_string();
     OwnedHeaders::new_with_capacity(6)
-        .insert(Header { key: header::TOPIC, value: Some(r.topic) })
-        .insert(Header { key: header::PARTITION, value: Some(&partition) })
-        .insert(Header { key: header::OFFSET, value: Some(&offset) })
-        .insert(Header { key: header::STAGE, value: Some(r.stage) })
-        .insert(Header { key: header::CLASS, value: Some(r.class) })
-        .insert(Header { key: header::MESSAGE, value: Some(r.message) })
+        .insert(Header {
+            key: header::TOPIC,
+            value: Some(r.topic),
+        })
+        .insert(Header {
+            key: header::PARTITION,
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: header::OFFSET,
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: header::STAGE,
+            value: Some(r.stage),
+        })
+        .insert(Header {
+            key: header::CLASS,
+            value: Some(r.class),
+        })
+        .insert(Header {
+            key: header::MESSAGE,
+            value: Some(r.message),
+        })
 }

@@ -31,7 +31,11 @@ impl PartitionLag {
 }
 
 /// Partition ids and watermarks of `topic`.
-pub fn watermarks(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+pub fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
     let md = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut out = Vec::new();
     for t in md.topics() {
@@ -45,7 +49,11 @@ pub fn watermarks(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Re
 }
 
 /// Lag of `group` on `topics`. Blocking: call from `spawn_blocking`.
-pub fn group_lag(cfg: &KafkaConfig, group: &str, topics: &[String]) -> Result<Vec<PartitionLag>, KafkaError> {
+pub fn group_lag(
+    cfg: &KafkaConfig,
+    group: &str,
+    topics: &[String],
+) -> Result<Vec<PartitionLag>, KafkaError> {
     let timeout = Duration::from_secs(10);
     let mut c = cfg.reader_config();
     c.set("group.id", group);
@@ -55,7 +63,13 @@ pub fn group_lag(cfg: &KafkaConfig, group: &str, topics: &[String]) -> Result<Ve
     for topic in topics {
         for (p, low, high) in watermarks(&consumer, topic, timeout)? {
             tpl.add_partition(topic, p);
-            rows.push(PartitionLag { topic: topic.clone(), partition: p, committed: None, low, high });
+            rows.push(PartitionLag {
+                topic: topic.clone(),
+                partition: p,
+                committed: None,
+                low,
+                high,
+            });
         }
     }
     let committed = consumer.committed_offsets(tpl, timeout)?;

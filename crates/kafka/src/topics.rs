@@ -23,29 +23,60 @@ pub struct TopicSpec {
 /// DESIGN.md's topic table. `attempts_retention_ms` is the attempts topic's
 /// retention (`-1` keeps them forever, which replay relies on).
 pub fn pipeline_topics(attempts_retention_ms: i64) -> Vec<TopicSpec> {
-    let compact = || vec![("cleanup.policy", "compact".to_owned()), ("min.compaction.lag.ms", "0".to_owned())];
+    let compact = || {
+        vec![
+            ("cleanup.policy", "compact".to_owned()),
+            ("min.compaction.lag.ms", "0".to_owned()),
+        ]
+    };
     vec![
         TopicSpec {
             suffix: "attempts",
             partitions: 12,
-            configs: vec![("cleanup.policy", "delete".into()), ("retention.ms", attempts_retention_ms.to_string())],
+            configs: vec![
+                ("cleanup.policy", "delete".into()),
+                ("retention.ms", attempts_retention_ms.to_string()),
+            ],
         },
-        TopicSpec { suffix: "concepts", partitions: 3, configs: compact() },
-        TopicSpec { suffix: "prerequisites", partitions: 3, configs: compact() },
-        TopicSpec { suffix: "mastery", partitions: 12, configs: compact() },
+        TopicSpec {
+            suffix: "concepts",
+            partitions: 3,
+            configs: compact(),
+        },
+        TopicSpec {
+            suffix: "prerequisites",
+            partitions: 3,
+            configs: compact(),
+        },
+        TopicSpec {
+            suffix: "mastery",
+            partitions: 12,
+            configs: compact(),
+        },
         TopicSpec {
             suffix: "dlq",
             partitions: 3,
-            configs: vec![("cleanup.policy", "delete".into()), ("retention.ms", (90_i64 * 24 * 3600 * 1000).to_string())],
+            configs: vec![
+                ("cleanup.policy", "delete".into()),
+                ("retention.ms", (90_i64 * 24 * 3600 * 1000).to_string()),
+            ],
         },
     ]
 }
 
 /// Creates the topics that do not exist yet; existing ones are left alone.
 /// Returns the names created.
-pub async fn ensure(cfg: &KafkaConfig, prefix: &str, specs: &[TopicSpec], replication: i32) -> Result<Vec<String>, KafkaError> {
+pub async fn ensure(
+    cfg: &KafkaConfig,
+    prefix: &str,
+    specs: &[TopicSpec],
+    replication: i32,
+) -> Result<Vec<String>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = cfg.client(&[]).create()?;
-    let names: Vec<String> = specs.iter().map(|s| format!("{prefix}{}", s.suffix)).collect();
+    let names: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{prefix}{}", s.suffix))
+        .collect();
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .zip(&names)
@@ -63,7 +94,12 @@ pub async fn ensure(cfg: &KafkaConfig, prefix: &str, specs: &[TopicSpec], replic
         match result {
             Ok(name) => created.push(name),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(KafkaError::CreateTopic { topic, detail: code.to_string() }),
+            Err((topic, code)) => {
+                return Err(KafkaError::CreateTopic {
+                    topic,
+                    detail: code.to_string(),
+                })
+            }
         }
     }
     Ok(created)

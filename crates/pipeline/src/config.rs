@@ -136,31 +136,54 @@ impl Default for Config {
 
 impl Default for KafkaSection {
     fn default() -> Self {
-        Self { brokers: "127.0.0.1:9092".into(), properties: BTreeMap::new(), replication_factor: 1, attempts_retention_ms: -1 }
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            properties: BTreeMap::new(),
+            replication_factor: 1,
+            attempts_retention_ms: -1,
+        }
     }
 }
 
 impl Default for DatabaseSection {
     fn default() -> Self {
-        Self { url: String::new(), migrate_url: None, schema: None, max_connections: 8 }
+        Self {
+            url: String::new(),
+            migrate_url: None,
+            schema: None,
+            max_connections: 8,
+        }
     }
 }
 
 impl Default for RegistrySection {
     fn default() -> Self {
-        Self { url: "http://127.0.0.1:8081/apis/ccompat/v7".into(), username: None, password: None }
+        Self {
+            url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
+            username: None,
+            password: None,
+        }
     }
 }
 
 impl Default for Neo4jSection {
     fn default() -> Self {
-        Self { uri: "127.0.0.1:7687".into(), user: "neo4j".into(), password: String::new() }
+        Self {
+            uri: "127.0.0.1:7687".into(),
+            user: "neo4j".into(),
+            password: String::new(),
+        }
     }
 }
 
 impl Default for PipelineSection {
     fn default() -> Self {
-        Self { max_batch: 5_000, batch_linger_ms: 50, metrics_addr: "127.0.0.1:9464".into(), mastery_threshold: 0.95 }
+        Self {
+            max_batch: 5_000,
+            batch_linger_ms: 50,
+            metrics_addr: "127.0.0.1:9464".into(),
+            mastery_threshold: 0.95,
+        }
     }
 }
 
@@ -185,12 +208,21 @@ impl Config {
     }
 
     /// As [`Config::load`] with an injectable environment (for tests).
-    pub fn load_with(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut cfg = match file {
             Some(p) => {
                 let path = p.display().to_string();
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path,
+                    message: e.to_string(),
+                })?
             }
             None => Config::default(),
         };
@@ -209,7 +241,10 @@ impl Config {
         set(&mut cfg.pipeline.metrics_addr, "NOVYRA_METRICS_ADDR");
         if let Some(p) = env("NEO4J_PASSWORD_FILE") {
             cfg.neo4j.password = std::fs::read_to_string(&p)
-                .map_err(|e| ConfigError::Invalid { key: "NEO4J_PASSWORD_FILE", message: e.to_string() })?
+                .map_err(|e| ConfigError::Invalid {
+                    key: "NEO4J_PASSWORD_FILE",
+                    message: e.to_string(),
+                })?
                 .trim_end()
                 .to_owned();
         }
@@ -231,18 +266,28 @@ impl Config {
 
     /// Cross-field checks at start-up.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let bad = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
         if self.database.url.is_empty() {
             return bad("database.url", "not set (set DATABASE_URL)");
         }
-        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
             return bad("database.url", "must be a postgres:// URL");
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers", "empty (set KAFKA_BROKERS)");
         }
         if !self.registry.url.starts_with("http://") && !self.registry.url.starts_with("https://") {
-            return bad("registry.url", "must be an http(s) URL (set SCHEMA_REGISTRY_URL)");
+            return bad(
+                "registry.url",
+                "must be an http(s) URL (set SCHEMA_REGISTRY_URL)",
+            );
         }
         if self.pipeline.max_batch == 0 {
             return bad("pipeline.max_batch", "must be at least 1");
@@ -263,9 +308,18 @@ impl Config {
         format!("{}{suffix}", self.topic_prefix)
     }
 
+    /// Consumer group id for a worker: `<prefix without trailing dot>-<name>`,
+    /// so `novyra.` gives `novyra-ingest` and a test prefix gets its own groups.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}-{name}", self.topic_prefix.trim_end_matches('.'))
+    }
+
     /// Kafka client settings.
     pub fn kafka(&self) -> novyra_kafka::KafkaConfig {
-        novyra_kafka::KafkaConfig { brokers: self.kafka.brokers.clone(), properties: self.kafka.properties.clone() }
+        novyra_kafka::KafkaConfig {
+            brokers: self.kafka.brokers.clone(),
+            properties: self.kafka.properties.clone(),
+        }
     }
 
     /// Runtime store settings.
@@ -280,7 +334,11 @@ impl Config {
     /// Migration store settings.
     pub fn migrate_store(&self) -> novyra_store::StoreConfig {
         novyra_store::StoreConfig {
-            url: self.database.migrate_url.clone().unwrap_or_else(|| self.database.url.clone()),
+            url: self
+                .database
+                .migrate_url
+                .clone()
+                .unwrap_or_else(|| self.database.url.clone()),
             ..self.store()
         }
     }
@@ -313,7 +371,10 @@ mod tests {
         };
         let cfg = Config::load_with(None, env).expect("loads");
         assert_eq!(cfg.kafka.brokers, "k:1");
-        assert!(!format!("{cfg:?}").contains("u:p"), "credentials must not be printed");
+        assert!(
+            !format!("{cfg:?}").contains("u:p"),
+            "credentials must not be printed"
+        );
 
         let err = Config::load_with(None, |_| None).expect_err("no database url");
         assert!(err.to_string().contains("database.url"), "{err}");

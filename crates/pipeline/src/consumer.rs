@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use novyra_kafka::dlq::{self, DlqReason};
-use novyra_kafka::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use novyra_kafka::rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
 use novyra_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use novyra_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -28,7 +30,11 @@ pub struct Ctx {
 impl Ctx {
     /// A context for `group`.
     pub fn new(group: &str, health: &Health) -> Self {
-        Self { generation: Arc::new(AtomicU64::new(0)), group: group.to_owned(), health: health.clone() }
+        Self {
+            generation: Arc::new(AtomicU64::new(0)),
+            group: group.to_owned(),
+            health: health.clone(),
+        }
     }
 }
 
@@ -50,11 +56,20 @@ impl ConsumerContext for Ctx {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.health.rebalances.with_label_values(&[&self.group]).inc();
+        self.health
+            .rebalances
+            .with_label_values(&[&self.group])
+            .inc();
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked"),
-            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance error"),
+            Rebalance::Assign(tpl) => {
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance error")
+            }
         }
     }
 }
@@ -64,7 +79,12 @@ pub type PipelineConsumer = StreamConsumer<Ctx>;
 
 /// Waits for the first message (or `stop`), then keeps taking messages
 /// until `max` or `linger` has passed. Returns owned messages.
-pub async fn next_batch(consumer: &PipelineConsumer, max: usize, linger: Duration, stop: &CancellationToken) -> Vec<OwnedMessage> {
+pub async fn next_batch(
+    consumer: &PipelineConsumer,
+    max: usize,
+    linger: Duration,
+    stop: &CancellationToken,
+) -> Vec<OwnedMessage> {
     let mut out = Vec::new();
     let first = tokio::select! {
         m = consumer.recv() => m,
@@ -144,14 +164,18 @@ pub async fn send_to_dlq(
                 class: r.class,
                 message: &r.message,
             });
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq_topic).headers(headers);
+            let mut rec: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(dlq_topic).headers(headers);
             if let Some(k) = r.msg.key() {
                 rec = rec.key(k);
             }
             if let Some(p) = r.msg.payload() {
                 rec = rec.payload(p);
             }
-            producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e)
+            producer
+                .send(rec, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
         };
         crate::health::retry(health, "kafka", stop, |_| true, send).await?;
         health.dlq.with_label_values(&[group, r.class]).inc();

@@ -14,27 +14,46 @@ use crate::health::retry;
 use crate::run::WorkerError;
 use crate::{Config, Health};
 
-/// Consumer group name.
-pub const GROUP: &str = "novyra-graph";
+/// Consumer group suffix: the group is `<prefix>-graph` (`novyra-graph`).
+pub const GROUP: &str = "graph";
 
 /// Runs the graph sink until `stop`.
-pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    cfg: &Config,
+    health: &Health,
+    stop: CancellationToken,
+) -> Result<(), WorkerError> {
+    let group = cfg.group(GROUP);
+    let group = group.as_str();
     let graph = cfg.graph()?;
     let codec = novyra_registry::Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
     let dlq_topic = cfg.topic("dlq");
-    retry(health, "neo4j", &stop, GraphError::is_retryable, || graph.ensure_schema()).await?;
-    let consumer: PipelineConsumer = cfg.kafka().consumer_config(GROUP).create_with_context(Ctx::new(GROUP, health))?;
-    let topics = [cfg.topic("concepts"), cfg.topic("prerequisites"), cfg.topic("mastery")];
+    retry(health, "neo4j", &stop, GraphError::is_retryable, || {
+        graph.ensure_schema()
+    })
+    .await?;
+    let consumer: PipelineConsumer = cfg
+        .kafka()
+        .consumer_config(group)
+        .create_with_context(Ctx::new(group, health))?;
+    let topics = [
+        cfg.topic("concepts"),
+        cfg.topic("prerequisites"),
+        cfg.topic("mastery"),
+    ];
     consumer.subscribe(&[&topics[0], &topics[1], &topics[2]])?;
-    tracing::info!(group = GROUP, "graph sink started");
+    tracing::info!(group, "graph sink started");
     let linger = Duration::from_millis(cfg.pipeline.batch_linger_ms);
     while !stop.is_cancelled() {
         let msgs = next_batch(&consumer, cfg.pipeline.max_batch, linger, &stop).await;
         if msgs.is_empty() {
             continue;
         }
-        health.consumed.with_label_values(&[GROUP]).inc_by(msgs.len() as u64);
+        health
+            .consumed
+            .with_label_values(&[group])
+            .inc_by(msgs.len() as u64);
         let mut batch = GraphBatch::default();
         let mut refused = Vec::new();
         for m in &msgs {
@@ -49,12 +68,21 @@ pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Resu
             }
         }
         if !refused.is_empty() {
-            send_to_dlq(&producer, &dlq_topic, GROUP, &refused, health, &stop).await?;
+            send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
         }
         let started = Instant::now();
-        retry(health, "neo4j", &stop, GraphError::is_retryable, || graph.write(&batch)).await?;
-        health.batch_seconds.with_label_values(&[GROUP]).observe(started.elapsed().as_secs_f64());
-        health.committed.with_label_values(&[GROUP]).inc_by(msgs.len() as u64);
+        retry(health, "neo4j", &stop, GraphError::is_retryable, || {
+            graph.write(&batch)
+        })
+        .await?;
+        health
+            .batch_seconds
+            .with_label_values(&[group])
+            .observe(started.elapsed().as_secs_f64());
+        health
+            .committed
+            .with_label_values(&[group])
+            .inc_by(msgs.len() as u64);
         store_offsets(&consumer, &msgs);
     }
     let _ = consumer.commit_consumer_state(novyra_kafka::rdkafka::consumer::CommitMode::Sync);

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Shared metrics and readiness state.
 #[derive(Clone)]
@@ -43,13 +45,16 @@ impl std::fmt::Debug for Health {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["group"]).expect("valid metric definition");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["group"])
+        .expect("valid metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
@@ -64,19 +69,65 @@ impl Health {
     #[allow(clippy::expect_used)]
     pub fn new() -> Self {
         let r = Registry::new();
-        let dependency_down =
-            IntGaugeVec::new(Opts::new("novyra_dependency_down", "1 while a dependency is unreachable"), &["dependency"])
-                .expect("valid metric definition");
-        r.register(Box::new(dependency_down.clone())).expect("metric registered once");
+        let dependency_down = IntGaugeVec::new(
+            Opts::new(
+                "novyra_dependency_down",
+                "1 while a dependency is unreachable",
+            ),
+            &["dependency"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(dependency_down.clone()))
+            .expect("metric registered once");
         Self {
-            consumed: counter(&r, "novyra_consumer_records_consumed_total", "records consumed", &["group"]),
-            committed: counter(&r, "novyra_consumer_records_committed_total", "records committed downstream", &["group"]),
-            dlq: counter(&r, "novyra_dlq_records_total", "records sent to the DLQ", &["group", "reason"]),
-            batch_seconds: histogram(&r, "novyra_batch_write_seconds", "batch write duration", prometheus::exponential_buckets(0.001, 2.0, 16).unwrap_or_default()),
-            batch_size: histogram(&r, "novyra_batch_size_records", "records per batch", prometheus::exponential_buckets(1.0, 2.0, 16).unwrap_or_default()),
-            rebalances: counter(&r, "novyra_consumer_rebalances_total", "rebalances seen", &["group"]),
-            retries: counter(&r, "novyra_dependency_retries_total", "retries of a failing dependency", &["dependency"]),
-            relayed: counter(&r, "novyra_outbox_relayed_total", "outbox rows published", &["topic"]),
+            consumed: counter(
+                &r,
+                "novyra_consumer_records_consumed_total",
+                "records consumed",
+                &["group"],
+            ),
+            committed: counter(
+                &r,
+                "novyra_consumer_records_committed_total",
+                "records committed downstream",
+                &["group"],
+            ),
+            dlq: counter(
+                &r,
+                "novyra_dlq_records_total",
+                "records sent to the DLQ",
+                &["group", "reason"],
+            ),
+            batch_seconds: histogram(
+                &r,
+                "novyra_batch_write_seconds",
+                "batch write duration",
+                prometheus::exponential_buckets(0.001, 2.0, 16).unwrap_or_default(),
+            ),
+            batch_size: histogram(
+                &r,
+                "novyra_batch_size_records",
+                "records per batch",
+                prometheus::exponential_buckets(1.0, 2.0, 16).unwrap_or_default(),
+            ),
+            rebalances: counter(
+                &r,
+                "novyra_consumer_rebalances_total",
+                "rebalances seen",
+                &["group"],
+            ),
+            retries: counter(
+                &r,
+                "novyra_dependency_retries_total",
+                "retries of a failing dependency",
+                &["dependency"],
+            ),
+            relayed: counter(
+                &r,
+                "novyra_outbox_relayed_total",
+                "outbox rows published",
+                &["topic"],
+            ),
             dependency_down,
             registry: r,
             deps: Arc::new(Mutex::new(BTreeMap::new())),
@@ -85,7 +136,9 @@ impl Health {
 
     /// Marks a dependency up (`None`) or down with the reason.
     pub fn set(&self, dep: &'static str, error: Option<String>) {
-        self.dependency_down.with_label_values(&[dep]).set(i64::from(error.is_some()));
+        self.dependency_down
+            .with_label_values(&[dep])
+            .set(i64::from(error.is_some()));
         if let Ok(mut d) = self.deps.lock() {
             d.insert(dep, error);
         }
@@ -94,7 +147,10 @@ impl Health {
     /// `None` when every dependency is up, else the failures.
     pub fn not_ready(&self) -> Option<String> {
         let d = self.deps.lock().ok()?;
-        let down: Vec<String> = d.iter().filter_map(|(k, v)| v.as_ref().map(|e| format!("{k}: {e}"))).collect();
+        let down: Vec<String> = d
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|e| format!("{k}: {e}")))
+            .collect();
         (!down.is_empty()).then(|| down.join("\n"))
     }
 
@@ -106,7 +162,11 @@ impl Health {
     }
 
     /// Serves the endpoints until `stop` is cancelled.
-    pub async fn serve(self, addr: &str, stop: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        addr: &str,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr, "metrics and health endpoints listening");
         let h1 = self.clone();
@@ -123,7 +183,9 @@ impl Health {
                     }
                 }),
             );
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
     }
 }
 

@@ -22,25 +22,36 @@ use novyra_store::ingest::{months_of, AttemptBatch, IngestRecord, OffsetAdvance}
 use novyra_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{key_str, next_batch, send_to_dlq, store_offsets, Ctx, PipelineConsumer, Refused};
+use crate::consumer::{
+    key_str, next_batch, send_to_dlq, store_offsets, Ctx, PipelineConsumer, Refused,
+};
 use crate::health::retry;
 use crate::{Config, Health};
 
-/// Consumer group name.
-pub const GROUP: &str = "novyra-ingest";
+/// Consumer group suffix: the group is `<prefix>-ingest` (`novyra-ingest`).
+pub const GROUP: &str = "ingest";
 
 /// Runs the ingest worker until `stop`.
-pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Result<(), crate::run::WorkerError> {
+pub async fn run(
+    cfg: &Config,
+    health: &Health,
+    stop: CancellationToken,
+) -> Result<(), crate::run::WorkerError> {
+    let group = cfg.group(GROUP);
+    let group = group.as_str();
     let store = Store::new(&cfg.store())?;
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
     let topic = cfg.topic("attempts");
     let dlq_topic = cfg.topic("dlq");
-    let ctx = Ctx::new(GROUP, health);
+    let ctx = Ctx::new(group, health);
     let generation = ctx.generation.clone();
-    let consumer: PipelineConsumer = cfg.kafka().consumer_config(GROUP).create_with_context(ctx)?;
+    let consumer: PipelineConsumer = cfg
+        .kafka()
+        .consumer_config(group)
+        .create_with_context(ctx)?;
     consumer.subscribe(&[&topic])?;
-    tracing::info!(group = GROUP, topic = %topic, "ingest worker started");
+    tracing::info!(group, topic = %topic, "ingest worker started");
 
     let mut seen_generation = u64::MAX;
     // Next offset per partition as stored in Postgres (None: no row yet).
@@ -53,7 +64,10 @@ pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Resu
         if msgs.is_empty() {
             continue;
         }
-        health.consumed.with_label_values(&[GROUP]).inc_by(msgs.len() as u64);
+        health
+            .consumed
+            .with_label_values(&[group])
+            .inc_by(msgs.len() as u64);
         let g = generation.load(Ordering::SeqCst);
         if g != seen_generation {
             // Assignment changed: what we know of stored offsets may be stale.
@@ -61,9 +75,14 @@ pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Resu
             seen_generation = g;
         }
         if msgs.iter().any(|m| !expected.contains_key(&m.partition())) {
-            let stored = retry(health, "postgres", &stop, StoreError::is_retryable, || store.stored_offsets(GROUP, &topic)).await?;
+            let stored = retry(health, "postgres", &stop, StoreError::is_retryable, || {
+                store.stored_offsets(group, &topic)
+            })
+            .await?;
             for m in &msgs {
-                expected.entry(m.partition()).or_insert_with(|| stored.get(&m.partition()).copied());
+                expected
+                    .entry(m.partition())
+                    .or_insert_with(|| stored.get(&m.partition()).copied());
             }
         }
 
@@ -77,12 +96,21 @@ pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Resu
             if seeking.contains(&p) {
                 continue;
             }
-            let at = *cursor.entry(p).or_insert_with(|| expected.get(&p).copied().flatten());
+            let at = *cursor
+                .entry(p)
+                .or_insert_with(|| expected.get(&p).copied().flatten());
             match at {
                 Some(next) if m.offset() < next => continue,
                 Some(next) if m.offset() > next => {
-                    tracing::info!(partition = p, from = m.offset(), to = next, "seeking to the offset stored in postgres");
-                    if let Err(e) = consumer.seek(&topic, p, Offset::Offset(next), Duration::from_secs(10)) {
+                    tracing::info!(
+                        partition = p,
+                        from = m.offset(),
+                        to = next,
+                        "seeking to the offset stored in postgres"
+                    );
+                    if let Err(e) =
+                        consumer.seek(&topic, p, Offset::Offset(next), Duration::from_secs(10))
+                    {
                         tracing::warn!(partition = p, error = %e, "seek failed; reloading offsets");
                         expected.clear();
                     }
@@ -115,45 +143,80 @@ pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Resu
             let p = m.partition();
             match advances.iter_mut().find(|a| a.partition == p) {
                 Some(a) => a.next = a.next.max(m.offset() + 1),
-                None => advances.push(OffsetAdvance { partition: p, start: expected.get(&p).copied().flatten(), next: m.offset() + 1 }),
+                None => advances.push(OffsetAdvance {
+                    partition: p,
+                    start: expected.get(&p).copied().flatten(),
+                    next: m.offset() + 1,
+                }),
             }
         }
 
         if !refused.is_empty() {
-            send_to_dlq(&producer, &dlq_topic, GROUP, &refused, health, &stop).await?;
+            send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
         }
-        let months: Vec<NaiveDate> = months_of(&records).into_iter().filter(|m| !months_ready.contains(m)).collect();
+        let months: Vec<NaiveDate> = months_of(&records)
+            .into_iter()
+            .filter(|m| !months_ready.contains(m))
+            .collect();
         if !months.is_empty() {
-            let to_default = retry(health, "postgres", &stop, StoreError::is_retryable, || store.ensure_month_partitions(&months)).await?;
+            let to_default = retry(health, "postgres", &stop, StoreError::is_retryable, || {
+                store.ensure_month_partitions(&months)
+            })
+            .await?;
             for m in &to_default {
                 tracing::warn!(month = %m, "attempts of this month land in the default partition");
             }
             months_ready.extend(months);
         }
 
-        let batch = AttemptBatch { group: GROUP.into(), topic: topic.clone(), records, advances };
+        let batch = AttemptBatch {
+            group: group.into(),
+            topic: topic.clone(),
+            records,
+            advances,
+        };
         let started = Instant::now();
-        let outcome = retry(health, "postgres", &stop, StoreError::is_retryable, || store.commit_attempts(&batch)).await;
+        let outcome = retry(health, "postgres", &stop, StoreError::is_retryable, || {
+            store.commit_attempts(&batch)
+        })
+        .await;
         match outcome {
             Ok(o) => {
-                health.batch_seconds.with_label_values(&[GROUP]).observe(started.elapsed().as_secs_f64());
-                health.batch_size.with_label_values(&[GROUP]).observe(accepted.len() as f64);
-                health.committed.with_label_values(&[GROUP]).inc_by(o.inserted as u64);
-                tracing::debug!(inserted = o.inserted, duplicates = o.duplicates, mastery = o.mastery_changed, "batch committed");
+                health
+                    .batch_seconds
+                    .with_label_values(&[group])
+                    .observe(started.elapsed().as_secs_f64());
+                health
+                    .batch_size
+                    .with_label_values(&[group])
+                    .observe(accepted.len() as f64);
+                health
+                    .committed
+                    .with_label_values(&[group])
+                    .inc_by(o.inserted as u64);
+                tracing::debug!(
+                    inserted = o.inserted,
+                    duplicates = o.duplicates,
+                    mastery = o.mastery_changed,
+                    "batch committed"
+                );
                 for a in &batch.advances {
                     expected.insert(a.partition, Some(a.next));
                 }
                 store_offsets(&consumer, &accepted);
             }
             Err(StoreError::Fenced { partition, .. }) => {
-                tracing::warn!(partition, "batch fenced: another consumer owns the partition now; dropping it");
+                tracing::warn!(
+                    partition,
+                    "batch fenced: another consumer owns the partition now; dropping it"
+                );
                 expected.clear();
             }
             Err(e) => return Err(e.into()),
         }
     }
     let _ = consumer.commit_consumer_state(novyra_kafka::rdkafka::consumer::CommitMode::Sync);
-    tracing::info!(group = GROUP, "ingest worker stopped");
+    tracing::info!(group, "ingest worker stopped");
     Ok(())
 }
 
@@ -166,20 +229,37 @@ async fn decode(
     m: &OwnedMessage,
     now_ms: i64,
 ) -> Result<Result<IngestRecord, Refused>, crate::run::WorkerError> {
-    let refuse = |stage, class, message: String| Ok(Err(Refused { msg: m.clone(), stage, class, message }));
-    let Some(payload) = m.payload() else {
-        return refuse("decode", "unexpected_tombstone", "tombstone on the attempts topic".into());
+    let refuse = |stage, class, message: String| {
+        Ok(Err(Refused {
+            msg: m.clone(),
+            stage,
+            class,
+            message,
+        }))
     };
-    let decoded = retry(health, "registry", stop, |e: &novyra_registry::DecodeError| e.is_retryable(), || {
-        codec.decode::<ConceptAttempted>(EventKind::Attempt, payload)
-    })
+    let Some(payload) = m.payload() else {
+        return refuse(
+            "decode",
+            "unexpected_tombstone",
+            "tombstone on the attempts topic".into(),
+        );
+    };
+    let decoded = retry(
+        health,
+        "registry",
+        stop,
+        |e: &novyra_registry::DecodeError| e.is_retryable(),
+        || codec.decode::<ConceptAttempted>(EventKind::Attempt, payload),
+    )
     .await;
     let d = match decoded {
         Ok(d) => d,
         Err(e) if e.is_retryable() => return Err(crate::run::WorkerError::Shutdown),
         Err(e) => return refuse("decode", e.kind(), e.to_string()),
     };
-    if let Err(e) = validate::attempt(&d.value, now_ms).and_then(|_| validate::key_matches(key_str(m), &d.value.user_id)) {
+    if let Err(e) = validate::attempt(&d.value, now_ms)
+        .and_then(|_| validate::key_matches(key_str(m), &d.value.user_id))
+    {
         return refuse("validate", "invalid_event", e.to_string());
     }
     Ok(Ok(IngestRecord {

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use novyra_core::{keys, BktParams, ConceptAttempted, ConceptUpserted, PrerequisiteLinked, RubricCriterion, RubricEvaluation};
+use novyra_core::{
+    keys, BktParams, ConceptAttempted, ConceptUpserted, PrerequisiteLinked, RubricCriterion,
+    RubricEvaluation,
+};
 use novyra_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use novyra_registry::{Codec, EventKind};
 use rand::rngs::StdRng;
@@ -43,7 +46,16 @@ pub struct Curriculum {
     pub links: Vec<PrerequisiteLinked>,
 }
 
-const DOMAINS: [&str; 8] = ["algebra", "geometry", "statistics", "calculus", "logic", "number-theory", "probability", "linear-algebra"];
+const DOMAINS: [&str; 8] = [
+    "algebra",
+    "geometry",
+    "statistics",
+    "calculus",
+    "logic",
+    "number-theory",
+    "probability",
+    "linear-algebra",
+];
 
 /// Generates the curriculum.
 pub fn curriculum(o: &LoadgenOptions, now_ms: i64) -> Curriculum {
@@ -52,7 +64,8 @@ pub fn curriculum(o: &LoadgenOptions, now_ms: i64) -> Curriculum {
     let mut links = Vec::new();
     for i in 0..o.concepts {
         let domain = DOMAINS[i % o.domains.clamp(1, DOMAINS.len())];
-        let difficulty = ((i as f64 / o.concepts.max(1) as f64) * 0.7 + rng.random_range(0.0..0.3)).min(1.0);
+        let difficulty =
+            ((i as f64 / o.concepts.max(1) as f64) * 0.7 + rng.random_range(0.0..0.3)).min(1.0);
         let id = format!("{}c{:04}", o.id_prefix, i);
         concepts.push(ConceptUpserted {
             concept_id: id.clone(),
@@ -67,7 +80,9 @@ pub fn curriculum(o: &LoadgenOptions, now_ms: i64) -> Curriculum {
         });
         if i >= 3 {
             let n = rng.random_range(1..=3usize.min(i));
-            let mut pres: Vec<usize> = (0..n).map(|_| rng.random_range(i.saturating_sub(12)..i)).collect();
+            let mut pres: Vec<usize> = (0..n)
+                .map(|_| rng.random_range(i.saturating_sub(12)..i))
+                .collect();
             pres.sort_unstable();
             pres.dedup();
             for p in pres {
@@ -86,7 +101,9 @@ pub fn curriculum(o: &LoadgenOptions, now_ms: i64) -> Curriculum {
 pub fn attempts(o: &LoadgenOptions, c: &Curriculum, now_ms: i64) -> Vec<ConceptAttempted> {
     // The prefix is part of the seed: runs with other prefixes get other
     // event ids (a repeated event id is a duplicate by contract).
-    let salt = o.id_prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let salt = o.id_prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let mut rng = StdRng::seed_from_u64(o.seed ^ salt);
     let students = o.students.max(1);
     let span = o.days.max(1) * 86_400_000;
@@ -105,9 +122,17 @@ pub fn attempts(o: &LoadgenOptions, c: &Curriculum, now_ms: i64) -> Vec<ConceptA
             let t = (first + i as i64 * step + rng.random_range(0..step / 2)).min(now_ms - 60_000);
             let concept = &c.concepts[current.min(c.concepts.len() - 1)];
             let p = BktParams::for_concept(concept);
-            let hints = if rng.random_bool(0.15) { rng.random_range(1..=3) } else { 0 };
+            let hints = if rng.random_bool(0.15) {
+                rng.random_range(1..=3)
+            } else {
+                0
+            };
             let knows = known[current];
-            let correct = if knows { !rng.random_bool(p.p_slip) } else { rng.random_bool(p.p_guess) };
+            let correct = if knows {
+                !rng.random_bool(p.p_slip)
+            } else {
+                rng.random_bool(p.p_guess)
+            };
             if !knows && rng.random_bool((p.p_transit * ability).min(1.0)) {
                 known[current] = true;
             }
@@ -118,13 +143,23 @@ pub fn attempts(o: &LoadgenOptions, c: &Curriculum, now_ms: i64) -> Vec<ConceptA
                     rubric_id: "free-form-v1".into(),
                     weighted_total: (0.6 * a + 0.4 * b).clamp(0.0, 1.0),
                     criteria: vec![
-                        RubricCriterion { name: "reasoning".into(), score: a, weight: 0.6 },
-                        RubricCriterion { name: "notation".into(), score: b, weight: 0.4 },
+                        RubricCriterion {
+                            name: "reasoning".into(),
+                            score: a,
+                            weight: 0.6,
+                        },
+                        RubricCriterion {
+                            name: "notation".into(),
+                            score: b,
+                            weight: 0.4,
+                        },
                     ],
                 }
             });
             out.push(ConceptAttempted {
-                event_id: uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string(),
+                event_id: uuid::Builder::from_random_bytes(rng.random())
+                    .into_uuid()
+                    .to_string(),
                 user_id: user.clone(),
                 concept_id: concept.concept_id.clone(),
                 occurred_at: t,
@@ -154,7 +189,11 @@ pub async fn publish<T: Serialize>(
     rate: u64,
     quiet: bool,
 ) -> Result<usize, PublishError> {
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(items.len() as u64) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(items.len() as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -168,11 +207,17 @@ pub async fn publish<T: Serialize>(
             let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
-        let payload = codec.encode(topic, kind, value).await.map_err(|e| PublishError(e.to_string()))?;
+        let payload = codec
+            .encode(topic, kind, value)
+            .await
+            .map_err(|e| PublishError(e.to_string()))?;
         let key = key.clone();
         inflight.push(async move {
             producer
-                .send(FutureRecord::to(topic).key(&key).payload(&payload), Duration::from_secs(60))
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload),
+                    Duration::from_secs(60),
+                )
                 .await
                 .map_err(|(e, _)| PublishError(e.to_string()))
         });
@@ -216,17 +261,69 @@ pub async fn generate_and_publish(
     quiet: bool,
 ) -> Result<Published, PublishError> {
     let codec = Codec::new(&cfg.registry()).map_err(|e| PublishError(e.to_string()))?;
-    let producer = cfg.kafka().producer().map_err(|e| PublishError(e.to_string()))?;
+    let producer = cfg
+        .kafka()
+        .producer()
+        .map_err(|e| PublishError(e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
     let c = curriculum(o, now);
     let a = attempts(o, &c, now);
-    let concepts: Vec<(String, ConceptUpserted)> = c.concepts.iter().map(|x| (x.concept_id.clone(), x.clone())).collect();
-    let links: Vec<(String, PrerequisiteLinked)> =
-        c.links.iter().map(|l| (keys::prerequisite_key(&l.prerequisite_id, &l.concept_id), l.clone())).collect();
-    let pairs = a.iter().map(|x| (x.user_id.as_str(), x.concept_id.as_str())).collect::<std::collections::HashSet<_>>().len();
-    let attempts: Vec<(String, ConceptAttempted)> = a.into_iter().map(|x| (x.user_id.clone(), x)).collect();
-    publish(&codec, &producer, &cfg.topic("concepts"), EventKind::Concept, &concepts, 0, quiet).await?;
-    publish(&codec, &producer, &cfg.topic("prerequisites"), EventKind::Prerequisite, &links, 0, quiet).await?;
-    publish(&codec, &producer, &cfg.topic("attempts"), EventKind::Attempt, &attempts, o.rate, quiet).await?;
-    Ok(Published { concepts: concepts.len(), links: links.len(), attempts: attempts.len(), pairs })
+    let concepts: Vec<(String, ConceptUpserted)> = c
+        .concepts
+        .iter()
+        .map(|x| (x.concept_id.clone(), x.clone()))
+        .collect();
+    let links: Vec<(String, PrerequisiteLinked)> = c
+        .links
+        .iter()
+        .map(|l| {
+            (
+                keys::prerequisite_key(&l.prerequisite_id, &l.concept_id),
+                l.clone(),
+            )
+        })
+        .collect();
+    let pairs = a
+        .iter()
+        .map(|x| (x.user_id.as_str(), x.concept_id.as_str()))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let attempts: Vec<(String, ConceptAttempted)> =
+        a.into_iter().map(|x| (x.user_id.clone(), x)).collect();
+    publish(
+        &codec,
+        &producer,
+        &cfg.topic("concepts"),
+        EventKind::Concept,
+        &concepts,
+        0,
+        quiet,
+    )
+    .await?;
+    publish(
+        &codec,
+        &producer,
+        &cfg.topic("prerequisites"),
+        EventKind::Prerequisite,
+        &links,
+        0,
+        quiet,
+    )
+    .await?;
+    publish(
+        &codec,
+        &producer,
+        &cfg.topic("attempts"),
+        EventKind::Attempt,
+        &attempts,
+        o.rate,
+        quiet,
+    )
+    .await?;
+    Ok(Published {
+        concepts: concepts.len(),
+        links: links.len(),
+        attempts: attempts.len(),
+        pairs,
+    })
 }

@@ -20,7 +20,11 @@ use crate::{Config, Health};
 const RELAY_BATCH: i64 = 5_000;
 
 /// Runs the relay until `stop`.
-pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    cfg: &Config,
+    health: &Health,
+    stop: CancellationToken,
+) -> Result<(), WorkerError> {
     let store = Store::new(&cfg.store())?;
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
@@ -32,11 +36,17 @@ pub async fn run(cfg: &Config, health: &Health, stop: CancellationToken) -> Resu
             .relay_outbox(RELAY_BATCH, |events| async move {
                 let mut payloads = Vec::with_capacity(events.len());
                 for e in &events {
-                    let bytes = codec.encode(topic, EventKind::Mastery, e).await.map_err(|e| e.to_string())?;
+                    let bytes = codec
+                        .encode(topic, EventKind::Mastery, e)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     payloads.push((keys::mastery_key(&e.user_id, &e.concept_id), bytes));
                 }
                 let sends = payloads.iter().map(|(k, v)| {
-                    producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60))
+                    producer.send(
+                        FutureRecord::to(topic).key(k).payload(v),
+                        Duration::from_secs(60),
+                    )
                 });
                 try_join_all(sends).await.map_err(|(e, _)| e.to_string())?;
                 Ok::<(), String>(())

@@ -46,21 +46,31 @@ pub enum Worker {
 }
 
 /// Groups and the topics they consume.
-pub fn groups(cfg: &Config) -> Vec<(&'static str, Vec<String>)> {
+pub fn groups(cfg: &Config) -> Vec<(String, Vec<String>)> {
     vec![
-        (catalog::GROUP, vec![cfg.topic("concepts"), cfg.topic("prerequisites")]),
-        (ingest::GROUP, vec![cfg.topic("attempts")]),
-        (graph_sink::GROUP, vec![cfg.topic("concepts"), cfg.topic("prerequisites"), cfg.topic("mastery")]),
+        (
+            cfg.group(catalog::GROUP),
+            vec![cfg.topic("concepts"), cfg.topic("prerequisites")],
+        ),
+        (cfg.group(ingest::GROUP), vec![cfg.topic("attempts")]),
+        (
+            cfg.group(graph_sink::GROUP),
+            vec![
+                cfg.topic("concepts"),
+                cfg.topic("prerequisites"),
+                cfg.topic("mastery"),
+            ],
+        ),
     ]
 }
 
 /// Lag of every group, as Kafka's own tools report it.
-pub async fn all_lag(cfg: &Config) -> Result<Vec<(&'static str, Vec<PartitionLag>)>, WorkerError> {
+pub async fn all_lag(cfg: &Config) -> Result<Vec<(String, Vec<PartitionLag>)>, WorkerError> {
     let kafka = cfg.kafka();
     let gs = groups(cfg);
     tokio::task::spawn_blocking(move || {
         gs.into_iter()
-            .map(|(g, topics)| group_lag(&kafka, g, &topics).map(|l| (g, l)))
+            .map(|(g, topics)| group_lag(&kafka, &g, &topics).map(|l| (g, l)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(WorkerError::from)
     })
@@ -94,10 +104,19 @@ fn spawn(
 /// Runs `workers` until `stop` (or, with `exit_when_idle`, until every
 /// group has zero lag and the outbox is empty twice in a row). Serves the
 /// metrics endpoint meanwhile.
-pub async fn run(cfg: &Config, workers: &[Worker], exit_when_idle: bool, stop: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    cfg: &Config,
+    workers: &[Worker],
+    exit_when_idle: bool,
+    stop: CancellationToken,
+) -> Result<(), WorkerError> {
     let health = Health::new();
     let server = {
-        let (h, addr, s) = (health.clone(), cfg.pipeline.metrics_addr.clone(), stop.clone());
+        let (h, addr, s) = (
+            health.clone(),
+            cfg.pipeline.metrics_addr.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = h.serve(&addr, s).await {
                 tracing::warn!(error = %e, "metrics endpoint not served");
@@ -111,7 +130,13 @@ pub async fn run(cfg: &Config, workers: &[Worker], exit_when_idle: bool, stop: C
         // all-in-one run the catalog catches up before ingest starts: a
         // replay then applies the same parameters as the first run.
         spawn(&mut set, Worker::Catalog, cfg, &health, &stop);
-        wait_caught_up(cfg, &[catalog::GROUP], &stop, Duration::from_secs(120)).await;
+        wait_caught_up(
+            cfg,
+            &[cfg.group(catalog::GROUP)],
+            &stop,
+            Duration::from_secs(120),
+        )
+        .await;
     }
     for w in workers {
         if !(all_in_one && *w == Worker::Catalog) {
@@ -140,7 +165,9 @@ pub async fn run(cfg: &Config, workers: &[Worker], exit_when_idle: bool, stop: C
     });
     let mut result = Ok(());
     while let Some(r) = set.join_next().await {
-        let r = r.map_err(|e| WorkerError::Join(e.to_string())).and_then(|r| r);
+        let r = r
+            .map_err(|e| WorkerError::Join(e.to_string()))
+            .and_then(|r| r);
         if let Err(e) = r {
             if !matches!(e, WorkerError::Shutdown) {
                 tracing::error!(error = %e, "worker failed; stopping the others");
@@ -158,11 +185,20 @@ pub async fn run(cfg: &Config, workers: &[Worker], exit_when_idle: bool, stop: C
 }
 
 /// Waits until `groups` have zero lag, `timeout` passes, or `stop`.
-pub async fn wait_caught_up(cfg: &Config, wanted: &[&str], stop: &CancellationToken, timeout: Duration) {
+pub async fn wait_caught_up(
+    cfg: &Config,
+    wanted: &[String],
+    stop: &CancellationToken,
+    timeout: Duration,
+) {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline && !stop.is_cancelled() {
         if let Ok(lags) = all_lag(cfg).await {
-            if lags.iter().filter(|(g, _)| wanted.contains(g)).all(|(_, ps)| ps.iter().all(|p| p.lag() == 0)) {
+            if lags
+                .iter()
+                .filter(|(g, _)| wanted.contains(g))
+                .all(|(_, ps)| ps.iter().all(|p| p.lag() == 0))
+            {
                 return;
             }
         }

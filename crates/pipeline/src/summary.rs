@@ -33,15 +33,24 @@ pub struct Summary {
 
 /// Recomputes BKT from the audit rows; returns (attempts checked, mismatches,
 /// final values per pair).
-pub fn recompute(rows: &[novyra_store::stats::AttemptAudit]) -> (usize, usize, HashMap<(String, String), f64>) {
+pub fn recompute(
+    rows: &[novyra_store::stats::AttemptAudit],
+) -> (usize, usize, HashMap<(String, String), f64>) {
     let mut finals: HashMap<(String, String), f64> = HashMap::new();
     let mut bad = 0;
     for r in rows {
-        let p = BktParams { p_init: r.params.0, p_transit: r.params.1, p_slip: r.params.2, p_guess: r.params.3 };
+        let p = BktParams {
+            p_init: r.params.0,
+            p_transit: r.params.1,
+            p_slip: r.params.2,
+            p_guess: r.params.3,
+        };
         let key = (r.user_id.clone(), r.concept_id.clone());
         let before = *finals.get(&key).unwrap_or(&p.p_init);
         let after = bkt_update(before, r.correct && r.hints_used == 0, &p);
-        if before.to_bits() != r.mastery_before.to_bits() || after.to_bits() != r.mastery_after.to_bits() {
+        if before.to_bits() != r.mastery_before.to_bits()
+            || after.to_bits() != r.mastery_after.to_bits()
+        {
             bad += 1;
         }
         finals.insert(key, after);
@@ -50,18 +59,28 @@ pub fn recompute(rows: &[novyra_store::stats::AttemptAudit]) -> (usize, usize, H
 }
 
 /// Gathers the summary; `produced_attempts` (if known) is checked against the rows.
-pub async fn gather(cfg: &Config, produced_attempts: Option<usize>, user_prefix: &str) -> Result<Summary, WorkerError> {
+pub async fn gather(
+    cfg: &Config,
+    produced_attempts: Option<usize>,
+    user_prefix: &str,
+) -> Result<Summary, WorkerError> {
     let store = novyra_store::Store::new(&cfg.store())?;
     let graph = cfg.graph()?;
     let mut s = Summary::default();
     let kafka = cfg.kafka();
-    let names: Vec<String> = ["attempts", "concepts", "prerequisites", "mastery", "dlq"].iter().map(|t| cfg.topic(t)).collect();
+    let names: Vec<String> = ["attempts", "concepts", "prerequisites", "mastery", "dlq"]
+        .iter()
+        .map(|t| cfg.topic(t))
+        .collect();
     s.topics = tokio::task::spawn_blocking(move || -> Result<Vec<(String, i64)>, WorkerError> {
         let c: BaseConsumer = kafka.reader_config().create()?;
         names
             .into_iter()
             .map(|t| {
-                let n = watermarks(&c, &t, std::time::Duration::from_secs(10))?.iter().map(|(_, lo, hi)| hi - lo).sum();
+                let n = watermarks(&c, &t, std::time::Duration::from_secs(10))?
+                    .iter()
+                    .map(|(_, lo, hi)| hi - lo)
+                    .sum();
                 Ok((t, n))
             })
             .collect()
@@ -70,7 +89,11 @@ pub async fn gather(cfg: &Config, produced_attempts: Option<usize>, user_prefix:
     .map_err(|e| WorkerError::Join(e.to_string()))??;
     s.tables = store.table_counts().await?;
     s.graph = graph.counts().await?;
-    s.lag = all_lag(cfg).await?.into_iter().map(|(g, ps)| (g.to_owned(), ps.iter().map(|p| p.lag()).sum())).collect();
+    s.lag = all_lag(cfg)
+        .await?
+        .into_iter()
+        .map(|(g, ps)| (g.to_owned(), ps.iter().map(|p| p.lag()).sum()))
+        .collect();
 
     if let Some(n) = produced_attempts {
         s.checks.push((
@@ -82,31 +105,59 @@ pub async fn gather(cfg: &Config, produced_attempts: Option<usize>, user_prefix:
     s.checks.push((
         "one mastery_records row per attempted (user, concept)".into(),
         s.tables.mastery_records == s.tables.attempted_pairs,
-        format!("{} rows, {} pairs", s.tables.mastery_records, s.tables.attempted_pairs),
+        format!(
+            "{} rows, {} pairs",
+            s.tables.mastery_records, s.tables.attempted_pairs
+        ),
     ));
     let (n, bad, finals) = recompute(&store.attempts_in_applied_order().await?);
     let mastery = store.mastery_rows().await?;
     let final_bad = mastery
         .iter()
-        .filter(|m| finals.get(&(m.user_id.clone(), m.concept_id.clone())).map(|v| v.to_bits()) != Some(m.mastery.to_bits()))
+        .filter(|m| {
+            finals
+                .get(&(m.user_id.clone(), m.concept_id.clone()))
+                .map(|v| v.to_bits())
+                != Some(m.mastery.to_bits())
+        })
         .count();
     s.checks.push((
         "independent BKT recomputation matches every stored value".into(),
         bad == 0 && final_bad == 0,
         format!("{n} attempts replayed, {bad} audit mismatches, {final_bad} mastery mismatches"),
     ));
-    let edges: HashMap<(String, String), f64> =
-        graph.mastery_edges(user_prefix).await?.into_iter().map(|(u, c, sc, _)| ((u, c), sc)).collect();
-    let ours: Vec<_> = mastery.iter().filter(|m| m.user_id.starts_with(user_prefix)).collect();
-    let edge_bad = ours.iter().filter(|m| edges.get(&(m.user_id.clone(), m.concept_id.clone())) != Some(&m.mastery)).count();
+    let edges: HashMap<(String, String), f64> = graph
+        .mastery_edges(user_prefix)
+        .await?
+        .into_iter()
+        .map(|(u, c, sc, _)| ((u, c), sc))
+        .collect();
+    let ours: Vec<_> = mastery
+        .iter()
+        .filter(|m| m.user_id.starts_with(user_prefix))
+        .collect();
+    let edge_bad = ours
+        .iter()
+        .filter(|m| edges.get(&(m.user_id.clone(), m.concept_id.clone())) != Some(&m.mastery))
+        .count();
     s.checks.push((
         "one MASTERED_BY edge per mastery row, same score".into(),
         edge_bad == 0 && edges.len() == ours.len(),
-        format!("{} rows, {} edges, {edge_bad} differ", ours.len(), edges.len()),
+        format!(
+            "{} rows, {} edges, {edge_bad} differ",
+            ours.len(),
+            edges.len()
+        ),
     ));
-    s.checks.push(("consumer lag is 0".into(), s.lag.iter().all(|(_, l)| *l == 0), format!("{:?}", s.lag)));
+    s.checks.push((
+        "consumer lag is 0".into(),
+        s.lag.iter().all(|(_, l)| *l == 0),
+        format!("{:?}", s.lag),
+    ));
     if let Some(m) = mastery.iter().find(|m| m.user_id.starts_with(user_prefix)) {
-        let next = graph.next_concepts(&m.user_id, cfg.pipeline.mastery_threshold, 5).await?;
+        let next = graph
+            .next_concepts(&m.user_id, cfg.pipeline.mastery_threshold, 5)
+            .await?;
         s.next_for = Some((m.user_id.clone(), next));
     }
     Ok(s)
@@ -147,17 +198,31 @@ impl Summary {
         }
         if let Some(e) = elapsed {
             let secs = e.as_secs_f64().max(0.001);
-            let _ = writeln!(o, "\nElapsed {:.1} s, {} attempts, {:.0} events/s", secs, events, events as f64 / secs);
+            let _ = writeln!(
+                o,
+                "\nElapsed {:.1} s, {} attempts, {:.0} events/s",
+                secs,
+                events,
+                events as f64 / secs
+            );
         }
         if let Some((u, next)) = &self.next_for {
             let _ = writeln!(o, "\nNext concepts to learn for {u}:");
             for c in next {
-                let _ = writeln!(o, "  {:<12} {:<22} score {:.3}  ({} prerequisites mastered)", c.id, c.name, c.score, c.prerequisites);
+                let _ = writeln!(
+                    o,
+                    "  {:<12} {:<22} score {:.3}  ({} prerequisites mastered)",
+                    c.id, c.name, c.score, c.prerequisites
+                );
             }
         }
         let _ = writeln!(o, "\nChecks:");
         for (name, ok, detail) in &self.checks {
-            let _ = writeln!(o, "  [{}] {name}: {detail}", if *ok { "ok" } else { "FAIL" });
+            let _ = writeln!(
+                o,
+                "  [{}] {name}: {detail}",
+                if *ok { "ok" } else { "FAIL" }
+            );
         }
         o
     }

@@ -32,9 +32,21 @@ pub const COMPATIBILITY: &str = "BACKWARD";
 impl Codec {
     /// Sets BACKWARD compatibility on `subject`, then registers `schema` there;
     /// returns the schema id. Idempotent: an existing identical schema keeps its id.
-    pub async fn register(&self, subject: &str, record_name: &str, schema: &str) -> Result<u32, RegisterError> {
-        let url = format!("{}/config/{}", self.config.url.trim_end_matches('/'), subject);
-        let mut req = self.http.put(&url).json(&serde_json::json!({ "compatibility": COMPATIBILITY }));
+    pub async fn register(
+        &self,
+        subject: &str,
+        record_name: &str,
+        schema: &str,
+    ) -> Result<u32, RegisterError> {
+        let url = format!(
+            "{}/config/{}",
+            self.config.url.trim_end_matches('/'),
+            subject
+        );
+        let mut req = self
+            .http
+            .put(&url)
+            .json(&serde_json::json!({ "compatibility": COMPATIBILITY }));
         if let Some(user) = &self.config.username {
             req = req.basic_auth(user, self.config.password.as_deref());
         }
@@ -45,12 +57,22 @@ impl Codec {
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            return Err(RegisterError::Compatibility { subject: subject.to_owned(), detail: format!("{status}: {body}") });
+            return Err(RegisterError::Compatibility {
+                subject: subject.to_owned(),
+                detail: format!("{status}: {body}"),
+            });
         }
-        let supplied = SuppliedSchema::new(Some(record_name.to_owned()), SchemaType::Avro, schema.to_owned());
+        let supplied = SuppliedSchema::new(
+            Some(record_name.to_owned()),
+            SchemaType::Avro,
+            schema.to_owned(),
+        );
         let registered = post_schema(self.settings(), subject.to_owned(), supplied)
             .await
-            .map_err(|e| RegisterError::Register { subject: subject.to_owned(), detail: e.to_string() })?;
+            .map_err(|e| RegisterError::Register {
+                subject: subject.to_owned(),
+                detail: e.to_string(),
+            })?;
         tracing::info!(subject, id = registered.id, "schema registered");
         Ok(registered.id)
     }
@@ -60,7 +82,9 @@ impl Codec {
         let mut out = Vec::new();
         for kind in EventKind::ALL {
             let subject = format!("{}-value", kind.topic(prefix));
-            let id = self.register(&subject, kind.record_name(), kind.schema()).await?;
+            let id = self
+                .register(&subject, kind.record_name(), kind.schema())
+                .await?;
             out.push((subject, id));
         }
         Ok(out)

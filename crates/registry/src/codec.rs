@@ -11,7 +11,9 @@ use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -34,7 +36,12 @@ pub struct RegistryConfig {
 impl RegistryConfig {
     /// An unauthenticated registry at `url` with a 10 s timeout.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), username: None, password: None, timeout: Duration::from_secs(10) }
+        Self {
+            url: url.into(),
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -133,7 +140,9 @@ pub struct Codec {
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codec").field("url", &self.config.url).finish_non_exhaustive()
+        f.debug_struct("Codec")
+            .field("url", &self.config.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -170,12 +179,21 @@ impl Codec {
     /// `<topic>-value`, so producers always write with the schema they were
     /// built against, never with whatever is latest.
     fn strategy(topic: &str, kind: EventKind) -> SubjectNameStrategy {
-        let schema = SuppliedSchema::new(Some(kind.record_name().to_owned()), SchemaType::Avro, kind.schema().to_owned());
+        let schema = SuppliedSchema::new(
+            Some(kind.record_name().to_owned()),
+            SchemaType::Avro,
+            kind.schema().to_owned(),
+        );
         SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_owned(), false, schema)
     }
 
     /// Encodes `value` in the Confluent wire format for `topic`.
-    pub async fn encode<T: Serialize>(&self, topic: &str, kind: EventKind, value: &T) -> Result<Vec<u8>, EncodeError> {
+    pub async fn encode<T: Serialize>(
+        &self,
+        topic: &str,
+        kind: EventKind,
+        value: &T,
+    ) -> Result<Vec<u8>, EncodeError> {
         self.encoder
             .encode_struct(value, &Self::strategy(topic, kind))
             .await
@@ -183,28 +201,50 @@ impl Codec {
     }
 
     /// Decodes a payload into a raw Avro value (used by `tail`).
-    pub async fn decode_value(&self, payload: &[u8]) -> Result<(u32, Option<String>, Value), DecodeError> {
+    pub async fn decode_value(
+        &self,
+        payload: &[u8],
+    ) -> Result<(u32, Option<String>, Value), DecodeError> {
         let (id, _) = wire::split(payload)?;
-        self.decoder.get_schema(id).await.map_err(|e| classify_fetch(id, e))?;
+        self.decoder
+            .get_schema(id)
+            .await
+            .map_err(|e| classify_fetch(id, e))?;
         let r = self
             .decoder
             .decode(Some(payload))
             .await
-            .map_err(|e| DecodeError::Malformed { id, detail: e.to_string() })?;
+            .map_err(|e| DecodeError::Malformed {
+                id,
+                detail: e.to_string(),
+            })?;
         Ok((id, r.name.map(|n| n.fullname(None)), r.value))
     }
 
     /// Decodes a payload of `kind`, checking the record type.
-    pub async fn decode<T: DeserializeOwned>(&self, kind: EventKind, payload: &[u8]) -> Result<Decoded<T>, DecodeError> {
+    pub async fn decode<T: DeserializeOwned>(
+        &self,
+        kind: EventKind,
+        payload: &[u8],
+    ) -> Result<Decoded<T>, DecodeError> {
         let (id, name, value) = self.decode_value(payload).await?;
         if let Some(found) = name {
             if found != kind.record_name() {
-                return Err(DecodeError::WrongRecord { id, found, expected: kind.record_name() });
+                return Err(DecodeError::WrongRecord {
+                    id,
+                    found,
+                    expected: kind.record_name(),
+                });
             }
         }
-        let value = apache_avro::from_value::<T>(&value)
-            .map_err(|e| DecodeError::Malformed { id, detail: e.to_string() })?;
-        Ok(Decoded { schema_id: id, value })
+        let value = apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Malformed {
+            id,
+            detail: e.to_string(),
+        })?;
+        Ok(Decoded {
+            schema_id: id,
+            value,
+        })
     }
 }
 
@@ -212,6 +252,9 @@ fn classify_fetch(id: u32, e: SRCError) -> DecodeError {
     if e.retriable {
         DecodeError::Unavailable(e.to_string())
     } else {
-        DecodeError::UnknownSchema { id, detail: e.to_string() }
+        DecodeError::UnknownSchema {
+            id,
+            detail: e.to_string(),
+        }
     }
 }

@@ -16,16 +16,32 @@ pub enum EventKind {
 
 /// Every event kind with its `.avsc` text.
 pub const SCHEMAS: [(EventKind, &str); 4] = [
-    (EventKind::Attempt, include_str!("../../../schemas/ConceptAttempted.avsc")),
-    (EventKind::Concept, include_str!("../../../schemas/ConceptUpserted.avsc")),
-    (EventKind::Prerequisite, include_str!("../../../schemas/PrerequisiteLinked.avsc")),
-    (EventKind::Mastery, include_str!("../../../schemas/MasteryUpdated.avsc")),
+    (
+        EventKind::Attempt,
+        include_str!("../../../schemas/ConceptAttempted.avsc"),
+    ),
+    (
+        EventKind::Concept,
+        include_str!("../../../schemas/ConceptUpserted.avsc"),
+    ),
+    (
+        EventKind::Prerequisite,
+        include_str!("../../../schemas/PrerequisiteLinked.avsc"),
+    ),
+    (
+        EventKind::Mastery,
+        include_str!("../../../schemas/MasteryUpdated.avsc"),
+    ),
 ];
 
 impl EventKind {
     /// All kinds, in data-flow order.
-    pub const ALL: [EventKind; 4] =
-        [EventKind::Attempt, EventKind::Concept, EventKind::Prerequisite, EventKind::Mastery];
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Attempt,
+        EventKind::Concept,
+        EventKind::Prerequisite,
+        EventKind::Mastery,
+    ];
 
     /// The topic name without prefix, per DESIGN.md.
     pub fn topic_suffix(self) -> &'static str {
@@ -54,7 +70,11 @@ impl EventKind {
 
     /// The `.avsc` text.
     pub fn schema(self) -> &'static str {
-        SCHEMAS.iter().find(|(k, _)| *k == self).map(|(_, s)| *s).unwrap_or_default()
+        SCHEMAS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
     }
 
     /// Parses a kind from a topic suffix or a full topic name with `prefix`.
@@ -77,7 +97,10 @@ mod tests {
                 other => panic!("{kind:?} is not a record: {other:?}"),
             };
             assert_eq!(name, kind.record_name());
-            assert_eq!(EventKind::from_topic("novyra.", &kind.topic("novyra.")), Some(kind));
+            assert_eq!(
+                EventKind::from_topic("novyra.", &kind.topic("novyra.")),
+                Some(kind)
+            );
         }
     }
 }

@@ -27,75 +27,84 @@ impl Store {
     pub async fn apply_catalog(&self, changes: &[CatalogChange]) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         c.transaction::<_, StoreError, _>(async |tx| {
-            {
-                for ch in changes {
-                    match ch {
-                        CatalogChange::Concept(x) => {
-                            let p = BktParams::for_concept(x);
-                            diesel::insert_into(concepts::table)
-                                .values((
-                                    concepts::id.eq(&x.concept_id),
-                                    concepts::name.eq(&x.name),
-                                    concepts::domain.eq(&x.domain),
-                                    concepts::difficulty.eq(x.difficulty),
-                                    concepts::bkt_p_init.eq(p.p_init),
-                                    concepts::bkt_p_transit.eq(p.p_transit),
-                                    concepts::bkt_p_slip.eq(p.p_slip),
-                                    concepts::bkt_p_guess.eq(p.p_guess),
-                                    concepts::source_updated_at.eq(ts(x.updated_at)),
-                                ))
-                                .on_conflict(concepts::id)
-                                .do_update()
-                                .set((
-                                    concepts::name.eq(excluded(concepts::name)),
-                                    concepts::domain.eq(excluded(concepts::domain)),
-                                    concepts::difficulty.eq(excluded(concepts::difficulty)),
-                                    concepts::bkt_p_init.eq(excluded(concepts::bkt_p_init)),
-                                    concepts::bkt_p_transit.eq(excluded(concepts::bkt_p_transit)),
-                                    concepts::bkt_p_slip.eq(excluded(concepts::bkt_p_slip)),
-                                    concepts::bkt_p_guess.eq(excluded(concepts::bkt_p_guess)),
-                                    concepts::source_updated_at.eq(excluded(concepts::source_updated_at)),
-                                    concepts::updated_at.eq(diesel::dsl::now),
-                                ))
-                                .execute(tx)
-                                .await?;
-                        }
-                        CatalogChange::ConceptDeleted(id) => {
-                            diesel::delete(concepts::table.filter(concepts::id.eq(id))).execute(tx).await?;
-                            diesel::delete(
-                                concept_prerequisites::table.filter(
-                                    concept_prerequisites::concept_id.eq(id).or(concept_prerequisites::prerequisite_id.eq(id)),
-                                ),
+            for ch in changes {
+                match ch {
+                    CatalogChange::Concept(x) => {
+                        let p = BktParams::for_concept(x);
+                        diesel::insert_into(concepts::table)
+                            .values((
+                                concepts::id.eq(&x.concept_id),
+                                concepts::name.eq(&x.name),
+                                concepts::domain.eq(&x.domain),
+                                concepts::difficulty.eq(x.difficulty),
+                                concepts::bkt_p_init.eq(p.p_init),
+                                concepts::bkt_p_transit.eq(p.p_transit),
+                                concepts::bkt_p_slip.eq(p.p_slip),
+                                concepts::bkt_p_guess.eq(p.p_guess),
+                                concepts::source_updated_at.eq(ts(x.updated_at)),
+                            ))
+                            .on_conflict(concepts::id)
+                            .do_update()
+                            .set((
+                                concepts::name.eq(excluded(concepts::name)),
+                                concepts::domain.eq(excluded(concepts::domain)),
+                                concepts::difficulty.eq(excluded(concepts::difficulty)),
+                                concepts::bkt_p_init.eq(excluded(concepts::bkt_p_init)),
+                                concepts::bkt_p_transit.eq(excluded(concepts::bkt_p_transit)),
+                                concepts::bkt_p_slip.eq(excluded(concepts::bkt_p_slip)),
+                                concepts::bkt_p_guess.eq(excluded(concepts::bkt_p_guess)),
+                                concepts::source_updated_at
+                                    .eq(excluded(concepts::source_updated_at)),
+                                concepts::updated_at.eq(diesel::dsl::now),
+                            ))
+                            .execute(tx)
+                            .await?;
+                    }
+                    CatalogChange::ConceptDeleted(id) => {
+                        diesel::delete(concepts::table.filter(concepts::id.eq(id)))
+                            .execute(tx)
+                            .await?;
+                        diesel::delete(
+                            concept_prerequisites::table.filter(
+                                concept_prerequisites::concept_id
+                                    .eq(id)
+                                    .or(concept_prerequisites::prerequisite_id.eq(id)),
+                            ),
+                        )
+                        .execute(tx)
+                        .await?;
+                    }
+                    CatalogChange::Link(l) => {
+                        diesel::insert_into(concept_prerequisites::table)
+                            .values((
+                                concept_prerequisites::prerequisite_id.eq(&l.prerequisite_id),
+                                concept_prerequisites::concept_id.eq(&l.concept_id),
+                                concept_prerequisites::linked_at.eq(ts(l.linked_at)),
+                            ))
+                            .on_conflict((
+                                concept_prerequisites::prerequisite_id,
+                                concept_prerequisites::concept_id,
+                            ))
+                            .do_update()
+                            .set(
+                                concept_prerequisites::linked_at
+                                    .eq(excluded(concept_prerequisites::linked_at)),
                             )
                             .execute(tx)
                             .await?;
-                        }
-                        CatalogChange::Link(l) => {
-                            diesel::insert_into(concept_prerequisites::table)
-                                .values((
-                                    concept_prerequisites::prerequisite_id.eq(&l.prerequisite_id),
-                                    concept_prerequisites::concept_id.eq(&l.concept_id),
-                                    concept_prerequisites::linked_at.eq(ts(l.linked_at)),
-                                ))
-                                .on_conflict((concept_prerequisites::prerequisite_id, concept_prerequisites::concept_id))
-                                .do_update()
-                                .set(concept_prerequisites::linked_at.eq(excluded(concept_prerequisites::linked_at)))
-                                .execute(tx)
-                                .await?;
-                        }
-                        CatalogChange::Unlink(pre, con) => {
-                            diesel::delete(
-                                concept_prerequisites::table
-                                    .filter(concept_prerequisites::prerequisite_id.eq(pre))
-                                    .filter(concept_prerequisites::concept_id.eq(con)),
-                            )
-                            .execute(tx)
-                            .await?;
-                        }
+                    }
+                    CatalogChange::Unlink(pre, con) => {
+                        diesel::delete(
+                            concept_prerequisites::table
+                                .filter(concept_prerequisites::prerequisite_id.eq(pre))
+                                .filter(concept_prerequisites::concept_id.eq(con)),
+                        )
+                        .execute(tx)
+                        .await?;
                     }
                 }
-                Ok(())
             }
+            Ok(())
         })
         .await
     }

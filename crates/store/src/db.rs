@@ -22,7 +22,10 @@ pub struct StoreConfig {
 
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreConfig").field("schema", &self.schema).field("max_connections", &self.max_connections).finish_non_exhaustive()
+        f.debug_struct("StoreConfig")
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,7 +67,10 @@ impl Store {
     }
 
     /// A pooled connection.
-    pub async fn conn(&self) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, StoreError> {
+    pub async fn conn(
+        &self,
+    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, StoreError>
+    {
         Ok(self.pool.get().await?)
     }
 
@@ -80,17 +86,24 @@ impl Store {
 /// Returns the versions applied.
 pub async fn migrate(cfg: &StoreConfig) -> Result<Vec<String>, StoreError> {
     if let Some(schema) = &cfg.schema {
-        let mut c = AsyncPgConnection::establish(&cfg.url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        diesel::sql_query(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.replace('"', "\"\"")))
-            .execute(&mut c)
-            .await?;
+        let mut c = AsyncPgConnection::establish(&cfg.url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        diesel::sql_query(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+            schema.replace('"', "\"\"")
+        ))
+        .execute(&mut c)
+        .await?;
     }
     let conn = AsyncPgConnection::establish(&cfg.effective_url())
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
         let mut harness = AsyncMigrationHarness::new(conn);
-        let done = harness.run_pending_migrations(MIGRATIONS).map_err(|e| StoreError::Migration(e.to_string()))?;
+        let done = harness
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(done.iter().map(|v| v.to_string()).collect())
     })
     .await
@@ -104,7 +117,9 @@ pub async fn revert_all(cfg: &StoreConfig) -> Result<usize, StoreError> {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
         let mut harness = AsyncMigrationHarness::new(conn);
-        let done = harness.revert_all_migrations(MIGRATIONS).map_err(|e| StoreError::Migration(e.to_string()))?;
+        let done = harness
+            .revert_all_migrations(MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(done.len())
     })
     .await

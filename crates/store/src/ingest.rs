@@ -11,7 +11,10 @@ use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_core::{BktParams, ConceptAttempted, MasteryState};
 
-use crate::schema::{concept_attempts, concepts, consumer_offsets, mastery_outbox, mastery_records, rubric_evaluations};
+use crate::schema::{
+    concept_attempts, concepts, consumer_offsets, mastery_outbox, mastery_records,
+    rubric_evaluations,
+};
 use crate::{ts, Store, StoreError};
 
 /// One decoded, validated attempt with its Kafka coordinates.
@@ -169,7 +172,11 @@ const INSERT_CHUNK: usize = 2_000;
 
 impl Store {
     /// Next offsets stored for `group` on `topic`, by partition.
-    pub async fn stored_offsets(&self, group: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
+    pub async fn stored_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<HashMap<i32, i64>, StoreError> {
         let mut c = self.conn().await?;
         let rows: Vec<(i32, i64)> = consumer_offsets::table
             .filter(consumer_offsets::group_id.eq(group))
@@ -182,15 +189,19 @@ impl Store {
 
     /// Makes sure a month partition exists for each month; returns the months
     /// whose rows will go to DEFAULT because it already holds rows of them.
-    pub async fn ensure_month_partitions(&self, months: &[NaiveDate]) -> Result<Vec<NaiveDate>, StoreError> {
+    pub async fn ensure_month_partitions(
+        &self,
+        months: &[NaiveDate],
+    ) -> Result<Vec<NaiveDate>, StoreError> {
         let mut c = self.conn().await?;
         let mut to_default = Vec::new();
         for m in months {
-            let r: Vec<EnsureResult> = diesel::sql_query("SELECT novyra_ensure_attempt_partition($1) AS part")
-                .bind::<diesel::sql_types::Date, _>(*m)
-                .load(&mut c)
-                .await?;
-            if r.iter().next().and_then(|r| r.part.as_ref()).is_none() {
+            let r: Vec<EnsureResult> =
+                diesel::sql_query("SELECT novyra_ensure_attempt_partition($1) AS part")
+                    .bind::<diesel::sql_types::Date, _>(*m)
+                    .load(&mut c)
+                    .await?;
+            if <[_]>::first(&r).and_then(|r| r.part.as_ref()).is_none() {
                 to_default.push(*m);
             }
         }
@@ -236,7 +247,10 @@ async fn fence(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result<(), S
                     .filter(consumer_offsets::topic.eq(&batch.topic))
                     .filter(consumer_offsets::partition.eq(adv.partition))
                     .filter(consumer_offsets::next_offset.eq(start))
-                    .set((consumer_offsets::next_offset.eq(adv.next), consumer_offsets::updated_at.eq(diesel::dsl::now)))
+                    .set((
+                        consumer_offsets::next_offset.eq(adv.next),
+                        consumer_offsets::updated_at.eq(diesel::dsl::now),
+                    ))
                     .execute(tx)
                     .await?
             }
@@ -254,13 +268,20 @@ async fn fence(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result<(), S
             }
         };
         if n != 1 {
-            return Err(StoreError::Fenced { topic: batch.topic.clone(), partition: adv.partition, expected: adv.start });
+            return Err(StoreError::Fenced {
+                topic: batch.topic.clone(),
+                partition: adv.partition,
+                expected: adv.start,
+            });
         }
     }
     Ok(())
 }
 
-async fn apply_batch(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result<IngestOutcome, StoreError> {
+async fn apply_batch(
+    tx: &mut AsyncPgConnection,
+    batch: &AttemptBatch,
+) -> Result<IngestOutcome, StoreError> {
     fence(tx, batch).await?;
     let mut outcome = IngestOutcome::default();
     if batch.records.is_empty() {
@@ -268,10 +289,17 @@ async fn apply_batch(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result
     }
 
     // Dedup against stored rows (retried publishes, redelivery after a crash).
-    let ids: Vec<&str> = batch.records.iter().map(|r| r.attempt.event_id.as_str()).collect();
-    let (min_t, max_t) = batch.records.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
-        (lo.min(r.attempt.occurred_at), hi.max(r.attempt.occurred_at))
-    });
+    let ids: Vec<&str> = batch
+        .records
+        .iter()
+        .map(|r| r.attempt.event_id.as_str())
+        .collect();
+    let (min_t, max_t) = batch
+        .records
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+            (lo.min(r.attempt.occurred_at), hi.max(r.attempt.occurred_at))
+        });
     let stored: HashSet<String> = concept_attempts::table
         .filter(concept_attempts::event_id.eq_any(&ids))
         .filter(concept_attempts::occurred_at.between(ts(min_t), ts(max_t)))
@@ -283,23 +311,47 @@ async fn apply_batch(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result
 
     // Parameters of the concepts in the batch; unknown concepts get the defaults.
     let concept_ids: Vec<&str> = {
-        let mut v: Vec<&str> = batch.records.iter().map(|r| r.attempt.concept_id.as_str()).collect();
+        let mut v: Vec<&str> = batch
+            .records
+            .iter()
+            .map(|r| r.attempt.concept_id.as_str())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
     };
     let params: HashMap<String, BktParams> = concepts::table
         .filter(concepts::id.eq_any(&concept_ids))
-        .select((concepts::id, concepts::bkt_p_init, concepts::bkt_p_transit, concepts::bkt_p_slip, concepts::bkt_p_guess))
+        .select((
+            concepts::id,
+            concepts::bkt_p_init,
+            concepts::bkt_p_transit,
+            concepts::bkt_p_slip,
+            concepts::bkt_p_guess,
+        ))
         .load::<(String, f64, f64, f64, f64)>(tx)
         .await?
         .into_iter()
-        .map(|(id, p_init, p_transit, p_slip, p_guess)| (id, BktParams { p_init, p_transit, p_slip, p_guess }))
+        .map(|(id, p_init, p_transit, p_slip, p_guess)| {
+            (
+                id,
+                BktParams {
+                    p_init,
+                    p_transit,
+                    p_slip,
+                    p_guess,
+                },
+            )
+        })
         .collect();
 
     // Current mastery of every (user, concept) in the batch.
     let users: Vec<&str> = {
-        let mut v: Vec<&str> = batch.records.iter().map(|r| r.attempt.user_id.as_str()).collect();
+        let mut v: Vec<&str> = batch
+            .records
+            .iter()
+            .map(|r| r.attempt.user_id.as_str())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -369,10 +421,17 @@ async fn apply_batch(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result
     }
 
     for chunk in rows.chunks(INSERT_CHUNK) {
-        outcome.inserted += diesel::insert_into(concept_attempts::table).values(chunk).execute(tx).await?;
+        outcome.inserted += diesel::insert_into(concept_attempts::table)
+            .values(chunk)
+            .execute(tx)
+            .await?;
     }
     for chunk in rubrics.chunks(INSERT_CHUNK) {
-        diesel::insert_into(rubric_evaluations::table).values(chunk).on_conflict_do_nothing().execute(tx).await?;
+        diesel::insert_into(rubric_evaluations::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .execute(tx)
+            .await?;
     }
 
     changed.sort_unstable();
@@ -412,7 +471,10 @@ async fn apply_batch(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result
                 updated_at: m.updated_at,
             })
             .collect();
-        diesel::insert_into(mastery_outbox::table).values(&outbox).execute(tx).await?;
+        diesel::insert_into(mastery_outbox::table)
+            .values(&outbox)
+            .execute(tx)
+            .await?;
     }
     Ok(outcome)
 }

@@ -26,7 +26,11 @@ impl Store {
     /// If `publish` fails nothing is deleted and the rows are retried: the
     /// topic may then see a record twice, which version-guarded consumers
     /// absorb.
-    pub async fn relay_outbox<F, Fut, E>(&self, limit: i64, publish: F) -> Result<usize, RelayError<E>>
+    pub async fn relay_outbox<F, Fut, E>(
+        &self,
+        limit: i64,
+        publish: F,
+    ) -> Result<usize, RelayError<E>>
     where
         F: FnOnce(Vec<MasteryUpdated>) -> Fut + Send,
         Fut: std::future::Future<Output = Result<(), E>> + Send,
@@ -34,32 +38,33 @@ impl Store {
     {
         let mut c = self.conn().await.map_err(RelayError::Store)?;
         c.transaction::<_, RelayError<E>, _>(async |tx| {
-            {
-                let got: Vec<Locked> = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+            let got: Vec<Locked> =
+                diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
                     .bind::<diesel::sql_types::BigInt, _>(RELAY_LOCK)
                     .load(tx)
                     .await
                     .map_err(|e| RelayError::Store(e.into()))?;
-                if !got.iter().next().is_some_and(|l| l.locked) {
-                    return Ok(0);
-                }
-                let rows: Vec<OutboxRow> = mastery_outbox::table
-                    .order(mastery_outbox::id)
-                    .limit(limit)
-                    .select(OutboxRow::as_select())
-                    .load(tx)
-                    .await
-                    .map_err(|e| RelayError::Store(e.into()))?;
-                let Some(max_id) = rows.last().map(|r| r.id) else { return Ok(0) };
-                let n = rows.len();
-                let events = rows.into_iter().map(OutboxRow::into_event).collect();
-                publish(events).await.map_err(RelayError::Publish)?;
-                diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.le(max_id)))
-                    .execute(tx)
-                    .await
-                    .map_err(|e| RelayError::Store(e.into()))?;
-                Ok(n)
+            if !<[_]>::first(&got).is_some_and(|l| l.locked) {
+                return Ok(0);
             }
+            let rows: Vec<OutboxRow> = mastery_outbox::table
+                .order(mastery_outbox::id)
+                .limit(limit)
+                .select(OutboxRow::as_select())
+                .load(tx)
+                .await
+                .map_err(|e| RelayError::Store(e.into()))?;
+            let Some(max_id) = rows.last().map(|r| r.id) else {
+                return Ok(0);
+            };
+            let n = rows.len();
+            let events = rows.into_iter().map(OutboxRow::into_event).collect();
+            publish(events).await.map_err(RelayError::Publish)?;
+            diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.le(max_id)))
+                .execute(tx)
+                .await
+                .map_err(|e| RelayError::Store(e.into()))?;
+            Ok(n)
         })
         .await
     }

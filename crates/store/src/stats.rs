@@ -4,7 +4,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::ingest::MasteryRow;
-use crate::schema::{concept_attempts, concept_prerequisites, concepts, mastery_records, rubric_evaluations};
+use crate::schema::{
+    concept_attempts, concept_prerequisites, concepts, mastery_records, rubric_evaluations,
+};
 use crate::{Store, StoreError};
 
 /// Row counts of the contract tables.
@@ -48,12 +50,17 @@ impl Store {
     pub async fn table_counts(&self) -> Result<TableCounts, StoreError> {
         let mut c = self.conn().await?;
         let pairs: i64 = concept_attempts::table
-            .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("count(DISTINCT (user_id, concept_id))"))
+            .select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "count(DISTINCT (user_id, concept_id))",
+            ))
             .get_result(&mut c)
             .await?;
         Ok(TableCounts {
             concepts: concepts::table.count().get_result(&mut c).await?,
-            concept_prerequisites: concept_prerequisites::table.count().get_result(&mut c).await?,
+            concept_prerequisites: concept_prerequisites::table
+                .count()
+                .get_result(&mut c)
+                .await?,
             concept_attempts: concept_attempts::table.count().get_result(&mut c).await?,
             rubric_evaluations: rubric_evaluations::table.count().get_result(&mut c).await?,
             mastery_records: mastery_records::table.count().get_result(&mut c).await?,

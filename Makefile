@@ -1,0 +1,39 @@
+# The two entry points (README): `make demo` and `make test`.
+# Both bring the local stack up first (installing it on first use).
+SHELL := /bin/bash
+export DATABASE_URL ?= postgres://novyra_app:novyra_app@127.0.0.1:5432/novyra
+export MIGRATION_DATABASE_URL ?= postgres://novyra_migrator:novyra_migrator@127.0.0.1:5432/novyra
+export KAFKA_BROKERS ?= 127.0.0.1:9092
+export SCHEMA_REGISTRY_URL ?= http://127.0.0.1:8081/apis/ccompat/v7
+export NEO4J_URI ?= 127.0.0.1:7687
+export NEO4J_USER ?= neo4j
+export NEO4J_PASSWORD ?= novyra-dev-password
+export RUST_LOG ?= info,rdkafka=warn
+CARGO ?= cargo
+
+.PHONY: demo test stack-up stack-down stack-status build lint
+
+stack-up:
+	bash deploy/stack.sh up
+
+stack-down:
+	bash deploy/stack.sh down
+
+stack-status:
+	bash deploy/stack.sh status
+
+build:
+	$(CARGO) build --release --locked
+
+demo: stack-up build
+	./target/release/novyra db migrate
+	./target/release/novyra demo --concepts 60 --students 250 --attempts 25000
+
+# Integration tests share the stack but use their own topic prefix, schema
+# and ids, so they run in parallel with each other and with a demo.
+test: stack-up
+	$(CARGO) test --release --locked --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
