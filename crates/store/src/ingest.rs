@@ -294,15 +294,10 @@ async fn apply_batch(
         .iter()
         .map(|r| r.attempt.event_id.as_str())
         .collect();
-    let (min_t, max_t) = batch
-        .records
-        .iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), r| {
-            (lo.min(r.attempt.occurred_at), hi.max(r.attempt.occurred_at))
-        });
+    // NB: dedup by event id alone: a re-published event is the same event
+    // even if its occurred_at differs (DESIGN.md), so no partition pruning.
     let stored: HashSet<String> = concept_attempts::table
         .filter(concept_attempts::event_id.eq_any(&ids))
-        .filter(concept_attempts::occurred_at.between(ts(min_t), ts(max_t)))
         .select(concept_attempts::event_id)
         .load::<String>(tx)
         .await?
