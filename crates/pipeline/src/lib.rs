@@ -8,6 +8,7 @@
 //! ```
 
 pub mod catalog;
+pub mod changes;
 pub mod config;
 pub mod consumer;
 pub mod graph_sink;

@@ -96,32 +96,38 @@ pub async fn migrate(cfg: &StoreConfig) -> Result<Vec<String>, StoreError> {
         .execute(&mut c)
         .await?;
     }
-    let conn = AsyncPgConnection::establish(&cfg.effective_url())
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    tokio::task::spawn_blocking(move || {
-        let mut harness = AsyncMigrationHarness::new(conn);
-        let done = harness
+    with_harness(cfg, |h| {
+        let done = h
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(done.iter().map(|v| v.to_string()).collect())
     })
     .await
-    .map_err(|e| StoreError::Migration(e.to_string()))?
 }
 
-/// Reverts every migration (tests and `novyra db reset`).
+/// Reverts every migration (tests; a `db reset` command later).
 pub async fn revert_all(cfg: &StoreConfig) -> Result<usize, StoreError> {
-    let conn = AsyncPgConnection::establish(&cfg.effective_url())
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    tokio::task::spawn_blocking(move || {
-        let mut harness = AsyncMigrationHarness::new(conn);
-        let done = harness
+    with_harness(cfg, |h| {
+        let done = h
             .revert_all_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(done.len())
     })
     .await
-    .map_err(|e| StoreError::Migration(e.to_string()))?
+}
+
+/// Runs `f` on a migration harness over a fresh connection. Diesel's
+/// harness is synchronous, so it runs on the blocking pool.
+async fn with_harness<T: Send + 'static>(
+    cfg: &StoreConfig,
+    f: impl FnOnce(&mut AsyncMigrationHarness<AsyncPgConnection>) -> Result<T, StoreError>
+        + Send
+        + 'static,
+) -> Result<T, StoreError> {
+    let conn = AsyncPgConnection::establish(&cfg.effective_url())
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    tokio::task::spawn_blocking(move || f(&mut AsyncMigrationHarness::new(conn)))
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?
 }

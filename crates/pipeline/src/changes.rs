@@ -1,0 +1,230 @@
+//! The compacted topics (concepts, prerequisites, mastery) as a stream of
+//! changes, and the consume loop shared by the sinks that apply them (the
+//! catalog in Postgres, the graph in Neo4j): decode, refuse poison to the
+//! DLQ, write the batch with retry, and only then store the offsets.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use novyra_core::{keys, validate, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use novyra_kafka::rdkafka::consumer::{CommitMode, Consumer};
+use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
+use novyra_registry::{Codec, EventKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{
+    key_str, next_batch, send_to_dlq, store_offsets, Ctx, PipelineConsumer, Refused,
+};
+use crate::health::retry;
+use crate::run::WorkerError;
+use crate::{Config, Health};
+
+/// A decoded record of a compacted topic: a value or a tombstone.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Concept upserted.
+    Concept(ConceptUpserted),
+    /// Concept tombstone.
+    ConceptDeleted(String),
+    /// Link made.
+    Link(PrerequisiteLinked),
+    /// Link tombstone.
+    Unlink(String, String),
+    /// Mastery update.
+    Mastery(MasteryUpdated),
+    /// Mastery tombstone.
+    MasteryDeleted(String, String),
+}
+
+/// Decodes and validates a record of the concepts, prerequisites or mastery
+/// topic. Outer error: the registry is gone for good (or shutdown); inner
+/// error: the record is refused.
+pub async fn decode_change(
+    cfg: &Config,
+    codec: &Codec,
+    health: &Health,
+    stop: &CancellationToken,
+    m: &OwnedMessage,
+) -> Result<Result<Change, Refused>, WorkerError> {
+    let refuse = |stage, class, message: String| {
+        Ok(Err(Refused {
+            msg: m.clone(),
+            stage,
+            class,
+            message,
+        }))
+    };
+    let Some(kind) = EventKind::from_topic(&cfg.topic_prefix, m.topic()) else {
+        return refuse(
+            "decode",
+            "unknown_topic",
+            format!("no event kind for topic {}", m.topic()),
+        );
+    };
+    let key = key_str(m);
+    let Some(payload) = m.payload() else {
+        return match (kind, key) {
+            (EventKind::Concept, Some(k)) if !k.is_empty() => {
+                Ok(Ok(Change::ConceptDeleted(k.to_owned())))
+            }
+            (EventKind::Prerequisite, Some(k)) => match keys::parse_prerequisite_key(k) {
+                Some((a, b)) => Ok(Ok(Change::Unlink(a.to_owned(), b.to_owned()))),
+                None => refuse(
+                    "validate",
+                    "invalid_key",
+                    format!("tombstone key {k:?} is not prerequisite>concept"),
+                ),
+            },
+            (EventKind::Mastery, Some(k)) => match keys::parse_mastery_key(k) {
+                Some((a, b)) => Ok(Ok(Change::MasteryDeleted(a.to_owned(), b.to_owned()))),
+                None => refuse(
+                    "validate",
+                    "invalid_key",
+                    format!("tombstone key {k:?} is not user/concept"),
+                ),
+            },
+            _ => refuse(
+                "validate",
+                "unexpected_tombstone",
+                "tombstone without a usable key".into(),
+            ),
+        };
+    };
+    macro_rules! dec {
+        ($t:ty) => {{
+            let r = retry(
+                health,
+                "registry",
+                stop,
+                |e: &novyra_registry::DecodeError| e.is_retryable(),
+                || codec.decode::<$t>(kind, payload),
+            )
+            .await;
+            match r {
+                Ok(d) => d.value,
+                Err(e) if e.is_retryable() => return Err(WorkerError::Shutdown),
+                Err(e) => return refuse("decode", e.kind(), e.to_string()),
+            }
+        }};
+    }
+    let checked = match kind {
+        EventKind::Concept => {
+            let v = dec!(ConceptUpserted);
+            validate::concept(&v)
+                .and_then(|_| validate::key_matches(key, &v.concept_id))
+                .map(|_| Change::Concept(v))
+        }
+        EventKind::Prerequisite => {
+            let v = dec!(PrerequisiteLinked);
+            let k = keys::prerequisite_key(&v.prerequisite_id, &v.concept_id);
+            validate::prerequisite(&v)
+                .and_then(|_| validate::key_matches(key, &k))
+                .map(|_| Change::Link(v))
+        }
+        EventKind::Mastery => {
+            let v = dec!(MasteryUpdated);
+            let k = keys::mastery_key(&v.user_id, &v.concept_id);
+            validate::mastery(&v)
+                .and_then(|_| validate::key_matches(key, &k))
+                .map(|_| Change::Mastery(v))
+        }
+        EventKind::Attempt => {
+            return refuse(
+                "decode",
+                "unexpected_topic",
+                "attempts are not catalog records".into(),
+            )
+        }
+    };
+    match checked {
+        Ok(c) => Ok(Ok(c)),
+        Err(e) => refuse("validate", "invalid_event", e.to_string()),
+    }
+}
+
+/// A downstream that applies changes: it turns a batch into its own write
+/// (once) and performs that write (possibly several times, on retry).
+pub trait ChangeSink {
+    /// The prepared write.
+    type Batch: Send + Sync;
+    /// The write's error.
+    type Error: std::fmt::Display + Into<WorkerError> + Send;
+    /// The dependency name for readiness, metrics and logs.
+    const DEPENDENCY: &'static str;
+    /// Prepares the write for one batch of changes, in topic order.
+    fn prepare(&self, changes: Vec<Change>) -> Self::Batch;
+    /// Performs the write, atomically.
+    fn write<'a>(
+        &'a self,
+        batch: &'a Self::Batch,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
+    /// Whether a failed write may succeed later.
+    fn retryable(e: &Self::Error) -> bool;
+}
+
+/// Consumes `topics` in group `<prefix>-<group>` until `stop`, applying
+/// each batch to `sink`.
+pub async fn consume<S: ChangeSink + Sync>(
+    cfg: &Config,
+    health: &Health,
+    stop: CancellationToken,
+    group: &str,
+    topics: &[String],
+    sink: &S,
+) -> Result<(), WorkerError> {
+    let group = cfg.group(group);
+    let group = group.as_str();
+    let codec = Codec::new(&cfg.registry())?;
+    let producer = cfg.kafka().producer()?;
+    let dlq_topic = cfg.topic("dlq");
+    let consumer: PipelineConsumer = cfg
+        .kafka()
+        .consumer_config(group)
+        .create_with_context(Ctx::new(group, health))?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    tracing::info!(group, "worker started");
+    let linger = Duration::from_millis(cfg.pipeline.batch_linger_ms);
+    while !stop.is_cancelled() {
+        let msgs = next_batch(&consumer, cfg.pipeline.max_batch, linger, &stop).await;
+        if msgs.is_empty() {
+            continue;
+        }
+        health
+            .consumed
+            .with_label_values(&[group])
+            .inc_by(msgs.len() as u64);
+        let mut changes = Vec::with_capacity(msgs.len());
+        let mut refused = Vec::new();
+        for m in &msgs {
+            match decode_change(cfg, &codec, health, &stop, m).await? {
+                Ok(c) => changes.push(c),
+                Err(r) => refused.push(r),
+            }
+        }
+        if !refused.is_empty() {
+            send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
+        }
+        let applied = changes.len() as u64;
+        let batch = sink.prepare(changes);
+        let started = Instant::now();
+        retry(health, S::DEPENDENCY, &stop, S::retryable, || {
+            sink.write(&batch)
+        })
+        .await
+        .map_err(Into::into)?;
+        health
+            .batch_seconds
+            .with_label_values(&[group])
+            .observe(started.elapsed().as_secs_f64());
+        health
+            .batch_size
+            .with_label_values(&[group])
+            .observe(msgs.len() as f64);
+        health.committed.with_label_values(&[group]).inc_by(applied);
+        store_offsets(&consumer, &msgs);
+    }
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    tracing::info!(group, "worker stopped");
+    Ok(())
+}
