@@ -11,7 +11,7 @@ export NEO4J_PASSWORD ?= novyra-dev-password
 export RUST_LOG ?= info,rdkafka=warn
 CARGO ?= cargo
 
-.PHONY: demo test stack-up stack-down stack-status build lint
+.PHONY: demo test stack-up stack-down stack-status build lint interop-venv
 
 stack-up:
 	bash deploy/stack.sh up
@@ -29,10 +29,20 @@ demo: stack-up build
 	./target/release/novyra db migrate
 	./target/release/novyra demo --concepts 60 --students 250 --attempts 25000
 
+# The interop test publishes with Confluent's Python client; it lives in a
+# venv under .stack so nothing is installed system-wide.
+VENV := .stack/venv
+$(VENV)/.installed: tests/interop/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/interop/requirements.txt
+	touch $@
+
+interop-venv: $(VENV)/.installed
+
 # Integration tests share the stack but use their own topic prefix, schema
 # and ids, so they run in parallel with each other and with a demo.
-test: stack-up
-	$(CARGO) test --release --locked --workspace
+test: stack-up interop-venv
+	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -141,3 +141,16 @@ impl Store {
             .await?)
     }
 }
+
+impl Store {
+    /// Distinct writer-schema ids among stored attempts.
+    pub async fn attempt_schema_ids(&self) -> Result<Vec<i32>, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(concept_attempts::table
+            .select(concept_attempts::schema_id)
+            .distinct()
+            .order(concept_attempts::schema_id)
+            .load(&mut c)
+            .await?)
+    }
+}

@@ -1,0 +1,100 @@
+//! Events published by another Confluent-compatible client (Python's
+//! confluent-kafka AvroSerializer with our `.avsc` and the same registry)
+//! are ingested like the project's own. `make test` installs the client in
+//! `.stack/venv` and points `NOVYRA_PYTHON` at it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use novyra_pipeline::run::{self, Worker};
+use novyra_pipeline::{CancellationToken, Config};
+use novyra_registry::Codec;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_from_confluent_python_client_are_ingested() {
+    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
+    let run_id = format!("py{}", std::process::id());
+    cfg.topic_prefix = format!("{run_id}.");
+    cfg.database.schema = Some(run_id.clone());
+    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
+    novyra_store::migrate(&cfg.migrate_store())
+        .await
+        .expect("migrate");
+    novyra_kafka::topics::ensure(
+        &cfg.kafka(),
+        &cfg.topic_prefix,
+        &novyra_kafka::topics::pipeline_topics(-1),
+        1,
+    )
+    .await
+    .expect("topics");
+    let ids = Codec::new(&cfg.registry())
+        .expect("codec")
+        .register_all(&cfg.topic_prefix)
+        .await
+        .expect("schemas");
+    let attempts_id = ids
+        .iter()
+        .find(|(s, _)| s.ends_with("attempts-value"))
+        .expect("attempts subject")
+        .1;
+
+    let python = std::env::var("NOVYRA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/interop/produce_confluent.py"
+    );
+    let user_prefix = format!("{run_id}-");
+    let out = Command::new(&python)
+        .args([script, &cfg.topic_prefix, &user_prefix, "60"])
+        .env("KAFKA_BROKERS", &cfg.kafka.brokers)
+        .env("SCHEMA_REGISTRY_URL", &cfg.registry.url)
+        .output()
+        .expect("run the python producer");
+    assert!(
+        out.status.success(),
+        "python producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("producer report");
+    assert_eq!(report["count"], 60);
+    // The Python client registers its own rendering of the schema, so the
+    // registry may hand it another id than ours: decoding must go by the id.
+    let python_id = report["schema_id"].as_i64().expect("schema id");
+    assert!(python_id > 0 && attempts_id > 0);
+
+    tokio::time::timeout(
+        Duration::from_secs(180),
+        run::run(
+            &cfg,
+            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
+            true,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("idle in time")
+    .expect("pipeline ran");
+
+    let store = novyra_store::Store::new(&cfg.store()).expect("store");
+    let counts = store.table_counts().await.expect("counts");
+    assert_eq!(counts.concept_attempts, 60);
+    assert_eq!(
+        store.attempt_schema_ids().await.expect("ids"),
+        vec![python_id as i32],
+        "decoded with the writer's schema"
+    );
+    assert_eq!(counts.rubric_evaluations, 15);
+    assert_eq!(counts.mastery_records, 15, "5 users x 3 concepts");
+    let (n, bad, _) = novyra_pipeline::summary::recompute(
+        &store.attempts_in_applied_order().await.expect("audit"),
+    );
+    assert_eq!((n, bad), (60, 0));
+    let edges = cfg
+        .graph()
+        .expect("graph")
+        .mastery_edges(&user_prefix)
+        .await
+        .expect("edges");
+    assert_eq!(edges.len(), 15);
+}

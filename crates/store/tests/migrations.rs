@@ -1,0 +1,102 @@
+//! Migrations against the real PostgreSQL (`make test` starts it): they go
+//! down and up again cleanly, and the runtime role cannot rewrite history.
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use novyra_store::StoreConfig;
+
+fn cfg(url_var: &str, schema: &str) -> StoreConfig {
+    StoreConfig {
+        url: std::env::var(url_var)
+            .unwrap_or_else(|_| panic!("{url_var} not set (run via `make test`)")),
+        schema: Some(schema.to_owned()),
+        max_connections: 2,
+    }
+}
+
+async fn tables(c: &StoreConfig) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct T {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let mut conn = AsyncPgConnection::establish(&c.url).await.expect("connect");
+    let rows: Vec<T> = diesel::sql_query(
+        "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = $1 \
+         AND table_name <> '__diesel_schema_migrations' ORDER BY 1",
+    )
+    .bind::<diesel::sql_types::Text, _>(c.schema.as_deref().unwrap_or("public"))
+    .load(&mut conn)
+    .await
+    .expect("list tables");
+    rows.into_iter().map(|t| t.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_go_down_and_up_again_cleanly() {
+    let schema = format!("mig{}", std::process::id());
+    let c = cfg("MIGRATION_DATABASE_URL", &schema);
+    let applied = novyra_store::migrate(&c).await.expect("up");
+    assert!(!applied.is_empty());
+    let first = tables(&c).await;
+    for t in [
+        "concept_attempts",
+        "concepts",
+        "mastery_records",
+        "mastery_outbox",
+        "consumer_offsets",
+        "rubric_evaluations",
+    ] {
+        assert!(first.iter().any(|x| x == t), "{t} missing from {first:?}");
+    }
+    assert_eq!(
+        novyra_store::revert_all(&c).await.expect("down"),
+        applied.len()
+    );
+    assert_eq!(
+        tables(&c).await,
+        Vec::<String>::new(),
+        "down leaves nothing behind"
+    );
+    assert_eq!(
+        novyra_store::migrate(&c).await.expect("up again").len(),
+        applied.len()
+    );
+    assert_eq!(tables(&c).await, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_role_cannot_update_or_delete_attempts() {
+    let schema = format!("role{}", std::process::id());
+    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
+        .await
+        .expect("up");
+    let app = cfg("DATABASE_URL", &schema);
+    let mut conn = AsyncPgConnection::establish(&app.url)
+        .await
+        .expect("connect as app");
+    diesel::sql_query(format!("SET search_path TO {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("path");
+    diesel::sql_query(
+        "INSERT INTO concept_attempts (event_id, user_id, concept_id, occurred_at, correct, hints_used, duration_ms, \
+         mastery_before, mastery_after, mastery_delta, mastery_version, bkt_p_init, bkt_p_transit, bkt_p_slip, bkt_p_guess, \
+         source_partition, source_offset, schema_id) VALUES ('e1','u','c', now(), true, 0, 1, 0.1, 0.2, 0.1, 1, 0.1, 0.1, 0.1, 0.1, 0, 0, 1)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("the app role may insert");
+    for stmt in [
+        "UPDATE concept_attempts SET correct = false",
+        "DELETE FROM concept_attempts",
+    ] {
+        let err = diesel::sql_query(stmt)
+            .execute(&mut conn)
+            .await
+            .expect_err(stmt);
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{stmt}: {err}"
+        );
+    }
+}
