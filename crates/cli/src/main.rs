@@ -64,6 +64,10 @@ enum Cmd {
         topic: String,
         /// File of JSON lines; stdin if absent.
         file: Option<PathBuf>,
+        /// Publish a tombstone for this key instead (repeatable): deletes a
+        /// concept (`id`), unlinks (`pre>concept`) or resets mastery (`user/concept`).
+        #[arg(long = "delete", value_name = "KEY", conflicts_with = "file")]
+        delete: Vec<String>,
     },
     /// Generate a curriculum and simulated students, and publish their attempts.
     Loadgen(LoadgenArgs),
@@ -253,6 +257,37 @@ async fn produce(cfg: &Config, topic: &str, file: Option<PathBuf>) -> Result<()>
     Ok(())
 }
 
+async fn tombstones(cfg: &Config, topic: &str, keys_: &[String]) -> Result<()> {
+    let kind = EventKind::from_topic(&cfg.topic_prefix, topic)
+        .with_context(|| format!("unknown topic kind {topic:?}"))?;
+    let valid = |k: &str| match kind {
+        EventKind::Attempt => false,
+        EventKind::Concept => !k.is_empty(),
+        EventKind::Prerequisite => keys::parse_prerequisite_key(k).is_some(),
+        EventKind::Mastery => keys::parse_mastery_key(k).is_some(),
+    };
+    if let Some(bad) = keys_.iter().find(|k| !valid(k)) {
+        bail!(
+            "{bad:?} is not a key that can be deleted on the {} topic",
+            kind.topic_suffix()
+        );
+    }
+    let producer = cfg.kafka().producer()?;
+    let t = kind.topic(&cfg.topic_prefix);
+    for k in keys_ {
+        producer
+            .send(
+                novyra_kafka::rdkafka::producer::FutureRecord::<str, [u8]>::to(&t).key(k.as_str()),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("publishing tombstone {k:?}"))?;
+    }
+    println!("published {} tombstone(s) to {t}", keys_.len());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -326,7 +361,10 @@ async fn main() -> Result<()> {
                 println!("{subject:<32} id {id}");
             }
         }
-        Cmd::Produce { topic, file } => produce(&cfg, &topic, file).await?,
+        Cmd::Produce { topic, delete, .. } if !delete.is_empty() => {
+            tombstones(&cfg, &topic, &delete).await?
+        }
+        Cmd::Produce { topic, file, .. } => produce(&cfg, &topic, file).await?,
         Cmd::Loadgen(a) => {
             setup(&cfg).await?;
             let p = loadgen::generate_and_publish(&cfg, &a.options(), false).await?;

@@ -126,3 +126,44 @@ impl GraphStore {
         Ok(out)
     }
 }
+
+impl GraphStore {
+    /// Ids of `:Concept` nodes whose id starts with `prefix`, sorted.
+    pub async fn concept_ids(&self, prefix: &str) -> Result<Vec<String>, GraphError> {
+        let mut rows = self
+            .graph
+            .execute(
+                query("MATCH (c:Concept) WHERE c.id STARTS WITH $p RETURN c.id AS id ORDER BY id")
+                    .param("p", prefix),
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await? {
+            out.push(r.get("id")?);
+        }
+        Ok(out)
+    }
+
+    /// `PREREQUISITE_OF` edges between concepts whose ids start with
+    /// `prefix`, as (prerequisite, concept), sorted.
+    pub async fn prerequisite_links(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, GraphError> {
+        let mut rows = self
+            .graph
+            .execute(
+                query(
+                    "MATCH (p:Concept)-[:PREREQUISITE_OF]->(c:Concept) WHERE c.id STARTS WITH $p \
+                     RETURN p.id AS p, c.id AS c ORDER BY p, c",
+                )
+                .param("p", prefix),
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await? {
+            out.push((r.get("p")?, r.get("c")?));
+        }
+        Ok(out)
+    }
+}
