@@ -107,8 +107,17 @@ enum GraphCmd {
 enum DbCmd {
     /// Apply pending migrations (as the migration role).
     Migrate,
-    /// List attempt partitions with row counts.
-    Partitions,
+    /// List attempt partitions with row counts (DEFAULT included); optionally
+    /// create months ahead or detach old months first.
+    Partitions {
+        /// Create the current month's partition and this many after it.
+        #[arg(long, value_name = "MONTHS")]
+        ensure_ahead: Option<u32>,
+        /// Detach month partitions that end on or before this date (YYYY-MM-DD);
+        /// the tables stay for archiving. Runs as the migration role.
+        #[arg(long, value_name = "DATE")]
+        detach_before: Option<chrono::NaiveDate>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -336,9 +345,27 @@ async fn main() -> Result<()> {
             println!("applied {} migration(s)", done.len());
         }
         Cmd::Db {
-            cmd: DbCmd::Partitions,
+            cmd:
+                DbCmd::Partitions {
+                    ensure_ahead,
+                    detach_before,
+                },
         } => {
             let store = novyra_store::Store::new(&cfg.store())?;
+            if let Some(n) = ensure_ahead {
+                let today = chrono::Utc::now().date_naive();
+                for m in store.ensure_months_ahead(today, n).await? {
+                    println!(
+                        "month {m} stays in the default partition (it already holds rows of it)"
+                    );
+                }
+            }
+            if let Some(cutoff) = detach_before {
+                let owner = novyra_store::Store::new(&cfg.migrate_store())?;
+                for name in owner.detach_partitions_before(cutoff).await? {
+                    println!("detached {name}");
+                }
+            }
             for (name, rows) in store.attempt_partitions().await? {
                 println!("{name:<32} {rows:>10}");
             }

@@ -23,7 +23,13 @@ fn attempt(i: usize, user: u8, concept: u8, correct: bool, hints: u8) -> Concept
 }
 
 fn params(concept: &str) -> BktParams {
-    BktParams::from_difficulty(concept.trim_start_matches('c').parse::<f64>().unwrap_or(0.0) / 4.0)
+    BktParams::from_difficulty(
+        concept
+            .trim_start_matches('c')
+            .parse::<f64>()
+            .unwrap_or(0.0)
+            / 4.0,
+    )
 }
 
 /// Applies attempts in the given order, flushing state into a "store"
@@ -35,9 +41,12 @@ fn replay(order: &[&ConceptAttempted], batch: usize) -> BTreeMap<Key, MasterySta
         for a in chunk {
             let key = (a.user_id.clone(), a.concept_id.clone());
             let p = params(&a.concept_id);
-            let state = working
-                .entry(key.clone())
-                .or_insert_with(|| stored.get(&key).cloned().unwrap_or_else(|| MasteryState::initial(&p)));
+            let state = working.entry(key.clone()).or_insert_with(|| {
+                stored
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| MasteryState::initial(&p))
+            });
             state.apply(a, &p);
         }
         stored.extend(working);
@@ -47,7 +56,15 @@ fn replay(order: &[&ConceptAttempted], batch: usize) -> BTreeMap<Key, MasterySta
 
 fn bits(m: &BTreeMap<Key, MasteryState>) -> Vec<(Key, u64, u64, i64, i64)> {
     m.iter()
-        .map(|(k, s)| (k.clone(), s.mastery.to_bits(), s.confidence_weight.to_bits(), s.attempts_total, s.attempts_correct))
+        .map(|(k, s)| {
+            (
+                k.clone(),
+                s.mastery.to_bits(),
+                s.confidence_weight.to_bits(),
+                s.attempts_total,
+                s.attempts_correct,
+            )
+        })
         .collect()
 }
 

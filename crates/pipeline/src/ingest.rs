@@ -31,6 +31,10 @@ use crate::{Config, Health};
 /// Consumer group suffix: the group is `<prefix>-ingest` (`novyra-ingest`).
 pub const GROUP: &str = "ingest";
 
+/// Months of partitions kept ready beyond the current one.
+pub const MONTHS_AHEAD: u32 = 3;
+const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(6 * 3600);
+
 /// Runs the ingest worker until `stop`.
 pub async fn run(
     cfg: &Config,
@@ -58,8 +62,23 @@ pub async fn run(
     let mut expected: HashMap<i32, Option<i64>> = HashMap::new();
     let mut months_ready: HashSet<NaiveDate> = HashSet::new();
     let linger = Duration::from_millis(cfg.pipeline.batch_linger_ms);
+    let mut partitions_checked: Option<Instant> = None;
 
     while !stop.is_cancelled() {
+        // Month partitions ahead, at start and every few hours, so live
+        // traffic never depends on creating one (or lands in DEFAULT).
+        if partitions_checked.is_none_or(|t| t.elapsed() > PARTITION_CHECK_EVERY) {
+            let today = chrono::Utc::now().date_naive();
+            let stuck = retry(health, "postgres", &stop, StoreError::is_retryable, || {
+                store.ensure_months_ahead(today, MONTHS_AHEAD)
+            })
+            .await?;
+            for m in &stuck {
+                tracing::warn!(month = %m, "default partition holds rows of this month; they stay there");
+            }
+            months_ready.extend(novyra_store::partitions::months_from(today, MONTHS_AHEAD));
+            partitions_checked = Some(Instant::now());
+        }
         let msgs = next_batch(&consumer, cfg.pipeline.max_batch, linger, &stop).await;
         if msgs.is_empty() {
             continue;

@@ -187,27 +187,6 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// Makes sure a month partition exists for each month; returns the months
-    /// whose rows will go to DEFAULT because it already holds rows of them.
-    pub async fn ensure_month_partitions(
-        &self,
-        months: &[NaiveDate],
-    ) -> Result<Vec<NaiveDate>, StoreError> {
-        let mut c = self.conn().await?;
-        let mut to_default = Vec::new();
-        for m in months {
-            let r: Vec<EnsureResult> =
-                diesel::sql_query("SELECT novyra_ensure_attempt_partition($1) AS part")
-                    .bind::<diesel::sql_types::Date, _>(*m)
-                    .load(&mut c)
-                    .await?;
-            if <[_]>::first(&r).and_then(|r| r.part.as_ref()).is_none() {
-                to_default.push(*m);
-            }
-        }
-        Ok(to_default)
-    }
-
     /// Commits one batch atomically; see the module doc. Fails with
     /// [`StoreError::Fenced`] (and changes nothing) if any partition's stored
     /// offset is no longer the one the batch started from.
@@ -216,12 +195,6 @@ impl Store {
         c.transaction::<_, StoreError, _>(async |tx| apply_batch(tx, batch).await)
             .await
     }
-}
-
-#[derive(QueryableByName)]
-struct EnsureResult {
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    part: Option<String>,
 }
 
 /// The first day of each month the batch's attempts fall in.

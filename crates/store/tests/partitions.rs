@@ -1,0 +1,105 @@
+//! Month partitions on the real PostgreSQL: created ahead, rows outside
+//! every partition kept (and reported) in DEFAULT, old months detached.
+
+use chrono::NaiveDate;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use novyra_store::{Store, StoreConfig};
+
+fn cfg(url_var: &str, schema: &str) -> StoreConfig {
+    StoreConfig {
+        url: std::env::var(url_var)
+            .unwrap_or_else(|_| panic!("{url_var} not set (run via `make test`)")),
+        schema: Some(schema.to_owned()),
+        max_connections: 2,
+    }
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach() {
+    let schema = format!("part{}", std::process::id());
+    let owner_cfg = cfg("MIGRATION_DATABASE_URL", &schema);
+    novyra_store::migrate(&owner_cfg).await.expect("migrate");
+    let app = Store::new(&cfg("DATABASE_URL", &schema)).expect("app store");
+
+    assert_eq!(
+        app.ensure_months_ahead(date(2031, 11, 20), 3)
+            .await
+            .expect("ahead"),
+        Vec::<NaiveDate>::new()
+    );
+    let names: Vec<String> = app
+        .attempt_partitions()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "concept_attempts_2031_11",
+            "concept_attempts_2031_12",
+            "concept_attempts_2032_01",
+            "concept_attempts_2032_02",
+            "concept_attempts_default"
+        ]
+    );
+
+    // A row for a month without a partition lands in DEFAULT, and that month
+    // then cannot get a partition: it is reported, and the row stays.
+    let mut c = AsyncPgConnection::establish(&cfg("DATABASE_URL", &schema).url)
+        .await
+        .expect("connect");
+    diesel::sql_query(format!("SET search_path TO {schema}"))
+        .execute(&mut c)
+        .await
+        .expect("path");
+    diesel::sql_query(
+        "INSERT INTO concept_attempts (event_id, user_id, concept_id, occurred_at, correct, hints_used, duration_ms, \
+         mastery_before, mastery_after, mastery_delta, mastery_version, bkt_p_init, bkt_p_transit, bkt_p_slip, bkt_p_guess, \
+         source_partition, source_offset, schema_id) VALUES ('stray','u','c', '2030-05-10T00:00:00Z', true, 0, 1, 0.1, 0.2, 0.1, 1, 0.1, 0.1, 0.1, 0.1, 0, 0, 1)",
+    )
+    .execute(&mut c)
+    .await
+    .expect("insert");
+    assert_eq!(
+        app.ensure_month_partitions(&[date(2030, 5, 1)])
+            .await
+            .expect("ensure"),
+        vec![date(2030, 5, 1)]
+    );
+    let parts = app.attempt_partitions().await.expect("list");
+    assert!(
+        parts.contains(&("concept_attempts_default".to_owned(), 1)),
+        "{parts:?}"
+    );
+
+    let owner = Store::new(&owner_cfg).expect("owner store");
+    let detached = owner
+        .detach_partitions_before(date(2032, 1, 1))
+        .await
+        .expect("detach");
+    assert_eq!(
+        detached,
+        ["concept_attempts_2031_11", "concept_attempts_2031_12"]
+    );
+    let left: Vec<String> = app
+        .attempt_partitions()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "concept_attempts_2032_01",
+            "concept_attempts_2032_02",
+            "concept_attempts_default"
+        ]
+    );
+}
