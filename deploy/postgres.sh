@@ -63,12 +63,28 @@ start() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK'
-max_connections = 200
-shared_buffers = 512MB
-synchronous_commit = on
-wal_compression = on
+include_if_exists = 'novyra.conf'
 CONF
   fi
+  # Tuning lives in its own file, rewritten on every start so existing
+  # clusters pick up changes. Write-heavy ingest: fewer, spread checkpoints
+  # (each one makes the next writes log full pages) and cheap WAL compression.
+  # Durability is untouched: fsync and synchronous_commit stay on.
+  cat >"$PG_DATA/novyra.conf" <<CONF
+max_connections = 200
+shared_buffers = 1GB
+synchronous_commit = on
+wal_compression = lz4
+max_wal_size = 8GB
+min_wal_size = 1GB
+checkpoint_timeout = 15min
+checkpoint_completion_target = 0.9
+shared_preload_libraries = 'pg_stat_statements'
+compute_query_id = on
+CONF
+  chown postgres:postgres "$PG_DATA/novyra.conf"
+  grep -q "include_if_exists = 'novyra.conf'" "$PG_DATA/postgresql.conf" ||
+    echo "include_if_exists = 'novyra.conf'" >>"$PG_DATA/postgresql.conf"
   if is_running postgres && ready; then log "postgres already running"; bootstrap; return 0; fi
   port_busy "$PG_PORT" && die "port $PG_PORT is in use by a process this stack did not start"
   touch "$STACK_DIR/logs/postgres.log"; chown postgres:postgres "$STACK_DIR/logs/postgres.log"

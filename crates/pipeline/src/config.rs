@@ -113,6 +113,9 @@ pub struct Neo4jSection {
 pub struct PipelineSection {
     /// Most records per batch.
     pub max_batch: usize,
+    /// Parallel Postgres transactions per ingest batch (split by partition,
+    /// which never share a user). Two keeps both cores of a small box busy.
+    pub write_lanes: usize,
     /// Longest wait to fill a batch, ms.
     pub batch_linger_ms: u64,
     /// Address for `/metrics`, `/healthz`, `/readyz`; env `NOVYRA_METRICS_ADDR`.
@@ -179,7 +182,8 @@ impl Default for Neo4jSection {
 impl Default for PipelineSection {
     fn default() -> Self {
         Self {
-            max_batch: 5_000,
+            max_batch: 10_000,
+            write_lanes: 2,
             batch_linger_ms: 50,
             metrics_addr: "127.0.0.1:9464".into(),
             mastery_threshold: 0.95,
@@ -291,6 +295,9 @@ impl Config {
         }
         if self.pipeline.max_batch == 0 {
             return bad("pipeline.max_batch", "must be at least 1");
+        }
+        if !(1..=64).contains(&self.pipeline.write_lanes) {
+            return bad("pipeline.write_lanes", "must be within 1..=64");
         }
         if !(0.0..=1.0).contains(&self.pipeline.mastery_threshold) {
             return bad("pipeline.mastery_threshold", "must be within 0..=1");

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use novyra_kafka::rdkafka::message as rdkafka_message;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -33,6 +34,8 @@ pub struct Health {
     pub retries: IntCounterVec,
     /// Outbox rows relayed.
     pub relayed: IntCounterVec,
+    /// Kafka create time to downstream commit, per record, by group.
+    pub end_to_end: HistogramVec,
     /// 1 while a dependency is unreachable, by dependency.
     pub dependency_down: IntGaugeVec,
 }
@@ -110,6 +113,13 @@ impl Health {
                 "records per batch",
                 prometheus::exponential_buckets(1.0, 2.0, 16).unwrap_or_default(),
             ),
+            end_to_end: histogram(
+                &r,
+                "novyra_end_to_end_latency_seconds",
+                "time from the record's Kafka timestamp to its downstream commit",
+                // 1 ms to ~2 min in steps of 25%, fine enough for percentiles.
+                prometheus::exponential_buckets(0.001, 1.25, 53).unwrap_or_default(),
+            ),
             rebalances: counter(
                 &r,
                 "novyra_consumer_rebalances_total",
@@ -141,6 +151,18 @@ impl Health {
             .set(i64::from(error.is_some()));
         if let Ok(mut d) = self.deps.lock() {
             d.insert(dep, error);
+        }
+    }
+
+    /// Records the end-to-end latency of committed records, from their
+    /// Kafka timestamp (the producer's create time) to now.
+    pub fn observe_end_to_end<M: rdkafka_message::Message>(&self, group: &str, msgs: &[M]) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let h = self.end_to_end.with_label_values(&[group]);
+        for m in msgs {
+            if let Some(t) = m.timestamp().to_millis() {
+                h.observe((now - t).max(0) as f64 / 1000.0);
+            }
         }
     }
 

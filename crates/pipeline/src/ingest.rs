@@ -188,55 +188,102 @@ pub async fn run(
             months_ready.extend(months);
         }
 
-        let batch = AttemptBatch {
-            group: group.into(),
-            topic: topic.clone(),
-            records,
-            advances,
-        };
+        // Partitions never share a user, so their writes are independent:
+        // split the batch into lanes by partition and commit the lanes in
+        // parallel transactions. Each lane is fenced on its own partitions,
+        // so a lane is all-or-nothing exactly like a whole batch.
+        let lanes = split_lanes(&group, &topic, records, advances, cfg.pipeline.write_lanes);
         let started = Instant::now();
-        let outcome = retry(health, "postgres", &stop, StoreError::is_retryable, || {
-            store.commit_attempts(&batch)
-        })
+        let store_ref = &store;
+        let outcomes = futures::future::join_all(lanes.iter().map(|batch| {
+            retry(
+                health,
+                "postgres",
+                &stop,
+                StoreError::is_retryable,
+                move || store_ref.commit_attempts(batch),
+            )
+        }))
         .await;
-        match outcome {
-            Ok(o) => {
-                health
-                    .batch_seconds
-                    .with_label_values(&[group])
-                    .observe(started.elapsed().as_secs_f64());
-                health
-                    .batch_size
-                    .with_label_values(&[group])
-                    .observe(accepted.len() as f64);
-                health
-                    .committed
-                    .with_label_values(&[group])
-                    .inc_by(o.inserted as u64);
-                tracing::debug!(
-                    inserted = o.inserted,
-                    duplicates = o.duplicates,
-                    mastery = o.mastery_changed,
-                    "batch committed"
-                );
-                for a in &batch.advances {
-                    expected.insert(a.partition, Some(a.next));
+        let mut committed_partitions: HashSet<i32> = HashSet::new();
+        for (batch, outcome) in lanes.iter().zip(outcomes) {
+            match outcome {
+                Ok(o) => {
+                    health
+                        .committed
+                        .with_label_values(&[group])
+                        .inc_by(o.inserted as u64);
+                    tracing::debug!(
+                        inserted = o.inserted,
+                        duplicates = o.duplicates,
+                        mastery = o.mastery_changed,
+                        "batch committed"
+                    );
+                    for a in &batch.advances {
+                        expected.insert(a.partition, Some(a.next));
+                        committed_partitions.insert(a.partition);
+                    }
                 }
-                store_offsets(&consumer, &accepted);
+                Err(StoreError::Fenced { partition, .. }) => {
+                    tracing::warn!(
+                        partition,
+                        "batch fenced: another consumer owns the partition now; dropping it"
+                    );
+                    for a in &batch.advances {
+                        expected.remove(&a.partition);
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(StoreError::Fenced { partition, .. }) => {
-                tracing::warn!(
-                    partition,
-                    "batch fenced: another consumer owns the partition now; dropping it"
-                );
-                expected.clear();
-            }
-            Err(e) => return Err(e.into()),
         }
+        let elapsed = started.elapsed();
+        health
+            .batch_seconds
+            .with_label_values(&[group])
+            .observe(elapsed.as_secs_f64());
+        health
+            .batch_size
+            .with_label_values(&[group])
+            .observe(accepted.len() as f64);
+        let done: Vec<OwnedMessage> = accepted
+            .into_iter()
+            .filter(|m| committed_partitions.contains(&m.partition()))
+            .collect();
+        health.observe_end_to_end(group, &done);
+        store_offsets(&consumer, &done);
     }
     let _ = consumer.commit_consumer_state(novyra_kafka::rdkafka::consumer::CommitMode::Sync);
     tracing::info!(group, "ingest worker stopped");
     Ok(())
+}
+
+/// Splits one batch into at most `lanes` batches by partition, keeping
+/// each partition whole and in order.
+fn split_lanes(
+    group: &str,
+    topic: &str,
+    records: Vec<IngestRecord>,
+    advances: Vec<OffsetAdvance>,
+    lanes: usize,
+) -> Vec<AttemptBatch> {
+    let lanes = lanes.max(1);
+    let mut out: Vec<AttemptBatch> = (0..lanes)
+        .map(|_| AttemptBatch {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            records: Vec::new(),
+            advances: Vec::new(),
+        })
+        .collect();
+    let lane = |p: i32| usize::try_from(p).unwrap_or(0) % lanes;
+    for a in advances {
+        out[lane(a.partition)].advances.push(a);
+    }
+    for r in records {
+        out[lane(r.partition)].records.push(r);
+    }
+    out.retain(|b| !b.advances.is_empty());
+    out
 }
 
 /// Decodes and validates one record. Outer error: a dependency failed for

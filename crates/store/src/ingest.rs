@@ -7,14 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_core::{BktParams, ConceptAttempted, MasteryState};
 
-use crate::schema::{
-    concept_attempts, concepts, consumer_offsets, mastery_outbox, mastery_records,
-    rubric_evaluations,
-};
+use crate::schema::{concepts, consumer_offsets, mastery_records, rubric_evaluations};
 use crate::{ts, Store, StoreError};
 
 /// One decoded, validated attempt with its Kafka coordinates.
@@ -67,8 +63,6 @@ pub struct IngestOutcome {
     pub mastery_changed: usize,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = concept_attempts)]
 struct NewAttempt<'a> {
     event_id: &'a str,
     user_id: &'a str,
@@ -103,7 +97,7 @@ struct NewRubric<'a> {
 }
 
 /// A `mastery_records` row.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = mastery_records)]
 pub struct MasteryRow {
     /// Student.
@@ -153,21 +147,7 @@ impl MasteryRow {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = mastery_outbox)]
-struct NewOutbox<'a> {
-    user_id: &'a str,
-    concept_id: &'a str,
-    mastery: f64,
-    version: i64,
-    attempts_total: i64,
-    attempts_correct: i64,
-    confidence_weight: f64,
-    last_event_id: &'a str,
-    updated_at: DateTime<Utc>,
-}
-
-/// Postgres allows 65,535 bind parameters per statement; attempt rows have 18.
+/// Postgres allows 65,535 bind parameters per statement; rubric rows have 7.
 const INSERT_CHUNK: usize = 2_000;
 
 impl Store {
@@ -261,21 +241,22 @@ async fn apply_batch(
         return Ok(outcome);
     }
 
-    // Dedup against stored rows (retried publishes, redelivery after a crash).
-    let ids: Vec<&str> = batch
-        .records
-        .iter()
-        .map(|r| r.attempt.event_id.as_str())
-        .collect();
-    // NB: dedup by event id alone: a re-published event is the same event
-    // even if its occurred_at differs (DESIGN.md), so no partition pruning.
-    let stored: HashSet<String> = concept_attempts::table
-        .filter(concept_attempts::event_id.eq_any(&ids))
-        .select(concept_attempts::event_id)
-        .load::<String>(tx)
-        .await?
-        .into_iter()
-        .collect();
+    // Dedup: claim each event id in `attempt_event_ids`; ids already there
+    // (retried publishes, redelivery after a crash) are not returned. Ids
+    // are claimed in sorted order so two lanes can never deadlock.
+    // NB: by event id alone: a re-published event is the same event even if
+    // its occurred_at differs (DESIGN.md).
+    let mut claims: Vec<(&str, DateTime<Utc>)> = Vec::with_capacity(batch.records.len());
+    {
+        let mut first: HashSet<&str> = HashSet::with_capacity(batch.records.len());
+        for r in &batch.records {
+            if first.insert(r.attempt.event_id.as_str()) {
+                claims.push((r.attempt.event_id.as_str(), ts(r.attempt.occurred_at)));
+            }
+        }
+    }
+    claims.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let fresh: HashSet<String> = claim_event_ids(tx, &claims).await?;
 
     // Parameters of the concepts in the batch; unknown concepts get the defaults.
     let concept_ids: Vec<&str> = {
@@ -313,22 +294,15 @@ async fn apply_batch(
         })
         .collect();
 
-    // Current mastery of every (user, concept) in the batch.
-    let users: Vec<&str> = {
-        let mut v: Vec<&str> = batch
-            .records
-            .iter()
-            .map(|r| r.attempt.user_id.as_str())
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
-    let mut states: HashMap<(String, String), MasteryState> = mastery_records::table
-        .filter(mastery_records::user_id.eq_any(&users))
-        .filter(mastery_records::concept_id.eq_any(&concept_ids))
-        .select(MasteryRow::as_select())
-        .load::<MasteryRow>(tx)
+    // Current mastery of exactly the (user, concept) pairs in the batch.
+    let mut pairs: Vec<(&str, &str)> = batch
+        .records
+        .iter()
+        .map(|r| (r.attempt.user_id.as_str(), r.attempt.concept_id.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut states: HashMap<(String, String), MasteryState> = load_mastery(tx, &pairs)
         .await?
         .into_iter()
         .map(|r| ((r.user_id.clone(), r.concept_id.clone()), r.state()))
@@ -342,7 +316,7 @@ async fn apply_batch(
     let mut changed: Vec<(String, String)> = Vec::new();
     for r in &batch.records {
         let a = &r.attempt;
-        if stored.contains(&a.event_id) || !seen.insert(a.event_id.as_str()) {
+        if !fresh.contains(&a.event_id) || !seen.insert(a.event_id.as_str()) {
             outcome.duplicates += 1;
             continue;
         }
@@ -388,12 +362,7 @@ async fn apply_batch(
         }
     }
 
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        outcome.inserted += diesel::insert_into(concept_attempts::table)
-            .values(chunk)
-            .execute(tx)
-            .await?;
-    }
+    outcome.inserted = insert_attempts(tx, &rows).await?;
     for chunk in rubrics.chunks(INSERT_CHUNK) {
         diesel::insert_into(rubric_evaluations::table)
             .values(chunk)
@@ -408,41 +377,119 @@ async fn apply_batch(
         .iter()
         .filter_map(|k| states.get(k).map(|s| MasteryRow::from_state(&k.0, &k.1, s)))
         .collect();
-    outcome.mastery_changed = mastery.len();
-    for chunk in mastery.chunks(INSERT_CHUNK) {
-        diesel::insert_into(mastery_records::table)
-            .values(chunk)
-            .on_conflict((mastery_records::user_id, mastery_records::concept_id))
-            .do_update()
-            .set((
-                mastery_records::mastery.eq(excluded(mastery_records::mastery)),
-                mastery_records::attempts_total.eq(excluded(mastery_records::attempts_total)),
-                mastery_records::attempts_correct.eq(excluded(mastery_records::attempts_correct)),
-                mastery_records::confidence_weight.eq(excluded(mastery_records::confidence_weight)),
-                mastery_records::version.eq(excluded(mastery_records::version)),
-                mastery_records::last_event_id.eq(excluded(mastery_records::last_event_id)),
-                mastery_records::updated_at.eq(excluded(mastery_records::updated_at)),
-            ))
-            .execute(tx)
-            .await?;
-        let outbox: Vec<NewOutbox<'_>> = chunk
-            .iter()
-            .map(|m| NewOutbox {
-                user_id: &m.user_id,
-                concept_id: &m.concept_id,
-                mastery: m.mastery,
-                version: m.version,
-                attempts_total: m.attempts_total,
-                attempts_correct: m.attempts_correct,
-                confidence_weight: m.confidence_weight,
-                last_event_id: &m.last_event_id,
-                updated_at: m.updated_at,
-            })
-            .collect();
-        diesel::insert_into(mastery_outbox::table)
-            .values(&outbox)
-            .execute(tx)
-            .await?;
-    }
+    outcome.mastery_changed = upsert_mastery(tx, &mastery).await?;
     Ok(outcome)
+}
+
+/// Inserts attempt rows as column arrays (see `sql/insert_attempts.sql`).
+async fn insert_attempts(
+    tx: &mut AsyncPgConnection,
+    rows: &[NewAttempt<'_>],
+) -> Result<usize, StoreError> {
+    use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Text, Timestamptz};
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&NewAttempt<'_>) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    let n = diesel::sql_query(include_str!("sql/insert_attempts.sql"))
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.concept_id).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(rows.iter().map(|r| r.correct).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(rows.iter().map(|r| r.hints_used).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
+        .bind::<Array<Double>, _>(col(|r| r.mastery_before))
+        .bind::<Array<Double>, _>(col(|r| r.mastery_after))
+        .bind::<Array<Double>, _>(col(|r| r.mastery_delta))
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.mastery_version).collect::<Vec<_>>())
+        .bind::<Array<Double>, _>(col(|r| r.bkt_p_init))
+        .bind::<Array<Double>, _>(col(|r| r.bkt_p_transit))
+        .bind::<Array<Double>, _>(col(|r| r.bkt_p_slip))
+        .bind::<Array<Double>, _>(col(|r| r.bkt_p_guess))
+        .bind::<Array<Integer>, _>(rows.iter().map(|r| r.source_partition).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.source_offset).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(rows.iter().map(|r| r.schema_id).collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+    Ok(n)
+}
+
+/// Upserts the batch's final mastery rows and queues them in the outbox, in
+/// one statement (see `sql/upsert_mastery.sql`).
+async fn upsert_mastery(
+    tx: &mut AsyncPgConnection,
+    rows: &[MasteryRow],
+) -> Result<usize, StoreError> {
+    use diesel::sql_types::{Array, BigInt, Double, Text, Timestamptz};
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let n = diesel::sql_query(include_str!("sql/upsert_mastery.sql"))
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.concept_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Double>, _>(rows.iter().map(|r| r.mastery).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.attempts_total).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.attempts_correct).collect::<Vec<_>>())
+        .bind::<Array<Double>, _>(rows.iter().map(|r| r.confidence_weight).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.last_event_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+    Ok(n)
+}
+
+#[derive(QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+}
+
+/// Inserts the event ids not seen before and returns them.
+async fn claim_event_ids(
+    tx: &mut AsyncPgConnection,
+    claims: &[(&str, DateTime<Utc>)],
+) -> Result<HashSet<String>, StoreError> {
+    use diesel::sql_types::{Array, Text, Timestamptz};
+    if claims.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<Claimed> = diesel::sql_query(
+        "INSERT INTO attempt_event_ids (event_id, occurred_at) \
+         SELECT * FROM unnest($1::text[], $2::timestamptz[]) \
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+    )
+    .bind::<Array<Text>, _>(claims.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(claims.iter().map(|c| c.1).collect::<Vec<_>>())
+    .load(tx)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.event_id).collect())
+}
+
+/// The stored mastery rows of `pairs`, one index probe per pair.
+async fn load_mastery(
+    tx: &mut AsyncPgConnection,
+    pairs: &[(&str, &str)],
+) -> Result<Vec<MasteryRow>, StoreError> {
+    use diesel::sql_types::{Array, Text};
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(diesel::sql_query(
+        "SELECT m.* FROM unnest($1::text[], $2::text[]) AS p(user_id, concept_id) \
+         JOIN mastery_records m USING (user_id, concept_id)",
+    )
+    .bind::<Array<Text>, _>(pairs.iter().map(|p| p.0).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(pairs.iter().map(|p| p.1).collect::<Vec<_>>())
+    .load(tx)
+    .await?)
 }

@@ -50,16 +50,32 @@ impl StoreError {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
             StoreError::Unavailable(_) => true,
-            StoreError::Query(Error::DatabaseError(kind, _)) => matches!(
-                kind,
-                DatabaseErrorKind::SerializationFailure
-                    | DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::UnableToSendCommand
-            ),
+            StoreError::Query(Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::SerializationFailure
+                        | DatabaseErrorKind::ClosedConnection
+                        | DatabaseErrorKind::UnableToSendCommand
+                ) || transient_message(info.message())
+            }
             StoreError::Query(Error::BrokenTransactionManager) => true,
             _ => false,
         }
     }
+}
+
+/// Server messages of errors that pass: a deadlock victim (40P01), a server
+/// restarting or shutting down (57P01..57P03). Diesel does not expose the
+/// SQLSTATE of these, so they are recognised by their fixed message text.
+fn transient_message(message: &str) -> bool {
+    const TRANSIENT: [&str; 5] = [
+        "deadlock detected",
+        "terminating connection",
+        "the database system is starting up",
+        "the database system is shutting down",
+        "the database system is in recovery mode",
+    ];
+    TRANSIENT.iter().any(|t| message.contains(t))
 }
 
 impl From<PoolError> for StoreError {

@@ -68,6 +68,7 @@ impl Store {
         cutoff: NaiveDate,
     ) -> Result<Vec<String>, StoreError> {
         let mut detached = Vec::new();
+        let mut pruned_to: Option<NaiveDate> = None;
         for (name, _) in self.attempt_partitions().await? {
             let Some(month) = partition_month(&name) else {
                 continue;
@@ -83,7 +84,19 @@ impl Store {
                 .execute(&mut c)
                 .await?;
                 detached.push(name);
+                pruned_to = pruned_to.max(Some(end));
             }
+        }
+        // The dedup ids of detached months go with them, so the id table
+        // stays as long as the attempts it guards.
+        if let Some(end) = pruned_to {
+            let mut c = self.conn().await?;
+            diesel::sql_query("DELETE FROM attempt_event_ids WHERE occurred_at < $1")
+                .bind::<diesel::sql_types::Timestamptz, _>(
+                    end.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+                )
+                .execute(&mut c)
+                .await?;
         }
         Ok(detached)
     }

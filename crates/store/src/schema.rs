@@ -1,6 +1,13 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    attempt_event_ids (event_id) {
+        event_id -> Text,
+        occurred_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     concept_attempts (event_id, occurred_at) {
         event_id -> Text,
         user_id -> Text,
@@ -101,6 +108,7 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    attempt_event_ids,
     concept_attempts,
     concept_prerequisites,
     concepts,

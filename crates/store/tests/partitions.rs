@@ -78,6 +78,15 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
         "{parts:?}"
     );
 
+    // Dedup ids of a detached month are pruned with it; later ones stay.
+    diesel::sql_query(
+        "INSERT INTO attempt_event_ids (event_id, occurred_at) VALUES \
+         ('old', '2031-12-31T23:00:00Z'), ('kept', '2032-01-01T00:00:00Z')",
+    )
+    .execute(&mut c)
+    .await
+    .expect("ids");
+
     let owner = Store::new(&owner_cfg).expect("owner store");
     let detached = owner
         .detach_partitions_before(date(2032, 1, 1))
@@ -102,4 +111,15 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
             "concept_attempts_default"
         ]
     );
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        event_id: String,
+    }
+    let ids: Vec<Id> = diesel::sql_query("SELECT event_id FROM attempt_event_ids ORDER BY 1")
+        .load(&mut c)
+        .await
+        .expect("ids");
+    let ids: Vec<&str> = ids.iter().map(|i| i.event_id.as_str()).collect();
+    assert_eq!(ids, ["kept"]);
 }
