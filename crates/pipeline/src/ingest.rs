@@ -192,7 +192,7 @@ pub async fn run(
         // split the batch into lanes by partition and commit the lanes in
         // parallel transactions. Each lane is fenced on its own partitions,
         // so a lane is all-or-nothing exactly like a whole batch.
-        let lanes = split_lanes(&group, &topic, records, advances, cfg.pipeline.write_lanes);
+        let lanes = split_lanes(group, &topic, records, advances, cfg.pipeline.write_lanes);
         let started = Instant::now();
         let store_ref = &store;
         let outcomes = futures::future::join_all(lanes.iter().map(|batch| {
