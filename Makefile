@@ -11,7 +11,7 @@ export NEO4J_PASSWORD ?= novyra-dev-password
 export RUST_LOG ?= info,rdkafka=warn
 CARGO ?= cargo
 
-.PHONY: demo test stack-up stack-down stack-status build lint interop-venv
+.PHONY: demo test bench stack-up stack-down stack-status build lint interop-venv
 
 stack-up:
 	bash deploy/stack.sh up
@@ -43,6 +43,11 @@ interop-venv: $(VENV)/.installed
 # and ids, so they run in parallel with each other and with a demo.
 test: stack-up interop-venv
 	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace
+
+# Ingest throughput, latency at a fixed rate and peak RSS, next to a
+# one-row-at-a-time baseline; see docs/benchmarks.md.
+bench: stack-up build
+	./target/release/novyra-bench
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -104,3 +104,31 @@ pub async fn ensure(
     }
     Ok(created)
 }
+
+/// Deletes the pipeline's topics under `prefix` (benchmarks and tests clean
+/// up after themselves); topics that do not exist are ignored.
+pub async fn delete(
+    cfg: &KafkaConfig,
+    prefix: &str,
+    specs: &[TopicSpec],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = cfg.client(&[]).create()?;
+    let names: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{prefix}{}", s.suffix))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.delete_topics(&refs, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::CreateTopic {
+                    topic,
+                    detail: format!("delete: {code}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}

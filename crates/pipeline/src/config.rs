@@ -43,6 +43,10 @@ pub enum ConfigError {
 pub struct Config {
     /// Prefix of every topic name (`novyra.`); env `NOVYRA_TOPIC_PREFIX`.
     pub topic_prefix: String,
+    /// Prefix of consumer group ids; env `NOVYRA_GROUP_PREFIX`. Defaults to
+    /// the topic prefix without its dot (`novyra` gives `novyra-ingest`).
+    /// A replay into another schema needs its own groups on the same topics.
+    pub group_prefix: Option<String>,
     /// Kafka settings.
     pub kafka: KafkaSection,
     /// PostgreSQL settings.
@@ -128,6 +132,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             topic_prefix: "novyra.".into(),
+            group_prefix: None,
             kafka: KafkaSection::default(),
             database: DatabaseSection::default(),
             registry: RegistrySection::default(),
@@ -195,6 +200,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("topic_prefix", &self.topic_prefix)
+            .field("group_prefix", &self.group_prefix)
             .field("kafka.brokers", &self.kafka.brokers)
             .field("database.url", &"<redacted>")
             .field("database.schema", &self.database.schema)
@@ -251,6 +257,9 @@ impl Config {
                 })?
                 .trim_end()
                 .to_owned();
+        }
+        if let Some(v) = env("NOVYRA_GROUP_PREFIX") {
+            cfg.group_prefix = Some(v).filter(|s| !s.is_empty());
         }
         if let Some(v) = env("MIGRATION_DATABASE_URL") {
             cfg.database.migrate_url = Some(v);
@@ -318,7 +327,10 @@ impl Config {
     /// Consumer group id for a worker: `<prefix without trailing dot>-<name>`,
     /// so `novyra.` gives `novyra-ingest` and a test prefix gets its own groups.
     pub fn group(&self, name: &str) -> String {
-        format!("{}-{name}", self.topic_prefix.trim_end_matches('.'))
+        match &self.group_prefix {
+            Some(p) => format!("{p}-{name}"),
+            None => format!("{}-{name}", self.topic_prefix.trim_end_matches('.')),
+        }
     }
 
     /// Kafka client settings.

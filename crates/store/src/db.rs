@@ -105,6 +105,25 @@ pub async fn migrate(cfg: &StoreConfig) -> Result<Vec<String>, StoreError> {
     .await
 }
 
+/// Drops the configured schema and everything in it (needs the owner role;
+/// benchmarks and tests use it to clean up). Refuses without a schema, so
+/// it can never touch the default one.
+pub async fn drop_schema(cfg: &StoreConfig) -> Result<(), StoreError> {
+    let Some(schema) = &cfg.schema else {
+        return Err(StoreError::Migration("no schema named to drop".into()));
+    };
+    let mut c = AsyncPgConnection::establish(&cfg.url)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    diesel::sql_query(format!(
+        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+        schema.replace('"', "\"\"")
+    ))
+    .execute(&mut c)
+    .await?;
+    Ok(())
+}
+
 /// Reverts every migration (tests; a `db reset` command later).
 pub async fn revert_all(cfg: &StoreConfig) -> Result<usize, StoreError> {
     with_harness(cfg, |h| {

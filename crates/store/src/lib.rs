@@ -15,7 +15,7 @@ pub mod partitions;
 pub mod schema;
 pub mod stats;
 
-pub use db::{migrate, revert_all, Store, StoreConfig};
+pub use db::{drop_schema, migrate, revert_all, Store, StoreConfig};
 
 use diesel_async::pooled_connection::deadpool::PoolError;
 

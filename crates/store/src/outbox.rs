@@ -1,6 +1,8 @@
 //! The outbox relay's side in Postgres. One relay at a time holds a
-//! transaction-scoped advisory lock, so mastery updates reach the topic in
-//! commit order even with several ingest processes running.
+//! transaction-scoped advisory lock, so each key's updates reach the topic
+//! in commit order even with several ingest processes running: a key's
+//! next update can only be written after its previous batch committed (the
+//! offset fence), so it always gets the higher outbox id.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -19,7 +21,7 @@ struct Locked {
 }
 
 impl Store {
-    /// Takes up to `limit` outbox rows in commit order, hands them to
+    /// Takes up to `limit` committed outbox rows in id order, hands them to
     /// `publish` (which must return only once Kafka acknowledged every one),
     /// then deletes them, all inside one transaction holding the relay lock.
     /// Returns how many were relayed; 0 when another relay holds the lock.
@@ -54,13 +56,18 @@ impl Store {
                 .load(tx)
                 .await
                 .map_err(|e| RelayError::Store(e.into()))?;
-            let Some(max_id) = rows.last().map(|r| r.id) else {
+            if rows.is_empty() {
                 return Ok(0);
-            };
+            }
+            // NB: delete exactly the rows published, never an id range: ids
+            // come from a sequence, so a concurrent ingest transaction can
+            // commit a lower id after this SELECT, and a range delete (which
+            // takes a fresh snapshot) would drop it unpublished.
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let n = rows.len();
             let events = rows.into_iter().map(OutboxRow::into_event).collect();
             publish(events).await.map_err(RelayError::Publish)?;
-            diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.le(max_id)))
+            diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.eq_any(&ids)))
                 .execute(tx)
                 .await
                 .map_err(|e| RelayError::Store(e.into()))?;

@@ -1,0 +1,533 @@
+//! The measuring harness: fresh prefixes, preloaded topics, worker
+//! processes, metric scraping, and the report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use novyra_pipeline::loadgen::{self, LoadgenOptions};
+use novyra_pipeline::Config;
+use novyra_registry::Codec;
+
+/// What to run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Attempts preloaded for the real ingest's throughput run.
+    #[arg(long, default_value_t = 500_000)]
+    attempts: usize,
+    /// Students (attempt keys).
+    #[arg(long, default_value_t = 20_000)]
+    users: usize,
+    /// Concepts.
+    #[arg(long, default_value_t = 500)]
+    concepts: usize,
+    /// Offered rate of the latency runs, attempts per second.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Length of the real ingest's latency run, seconds.
+    #[arg(long, default_value_t = 30)]
+    latency_secs: u64,
+    /// Attempts preloaded for the baseline's throughput run (it is slow).
+    #[arg(long, default_value_t = 20_000)]
+    baseline_attempts: usize,
+    /// Length of the baseline's latency run, seconds (it never keeps up,
+    /// so its backlog drains after the run).
+    #[arg(long, default_value_t = 10)]
+    baseline_latency_secs: u64,
+    /// Keep the benchmark's topics and schemas instead of dropping them.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Worker {
+    Ingest,
+    Baseline,
+}
+
+impl Worker {
+    fn label(self) -> &'static str {
+        match self {
+            Worker::Ingest => "novyra ingest",
+            Worker::Baseline => "baseline (1 row per tx)",
+        }
+    }
+    fn group_suffix(self) -> &'static str {
+        match self {
+            Worker::Ingest => novyra_pipeline::ingest::GROUP,
+            Worker::Baseline => crate::baseline::GROUP,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    attempts: u64,
+    seconds: f64,
+    throughput: f64,
+    latency_n: u64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    rss_mib: f64,
+}
+
+/// Runs both workers and prints the report.
+pub async fn run(cfg: &Config, o: &Options, novyra: &Path, me: &Path) -> anyhow::Result<()> {
+    let stamp = format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S"));
+    println!("{}", machine());
+    let mut rows = Vec::new();
+    for w in [Worker::Ingest, Worker::Baseline] {
+        let f = measure(cfg, o, w, &stamp, novyra, me).await?;
+        rows.push((w, f));
+    }
+    println!();
+    println!(
+        "| worker | attempts | seconds | attempts/s | latency n @ {}/s | p50 ms | p95 ms | p99 ms | peak RSS MiB |",
+        o.rate
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (w, f) in &rows {
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            w.label(),
+            f.attempts,
+            f.seconds,
+            f.throughput,
+            f.latency_n,
+            f.p50 * 1e3,
+            f.p95 * 1e3,
+            f.p99 * 1e3,
+            f.rss_mib
+        );
+    }
+    let (i, b) = (&rows[0].1, &rows[1].1);
+    println!();
+    println!(
+        "speed-up over the baseline: {:.1}x (target >= 20x); ingest {:.0}/s (target >= 30000/s); p99 {:.0} ms at {}/s (target < 500 ms)",
+        i.throughput / b.throughput.max(f64::MIN_POSITIVE),
+        i.throughput,
+        i.p99 * 1e3,
+        o.rate
+    );
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("machine: {cores} cores ({cpu}), {mem:.0} GiB; commit {commit}")
+}
+
+async fn measure(
+    base: &Config,
+    o: &Options,
+    w: Worker,
+    stamp: &str,
+    novyra: &Path,
+    me: &Path,
+) -> anyhow::Result<Figures> {
+    let (n, secs) = match w {
+        Worker::Ingest => (o.attempts, o.latency_secs),
+        Worker::Baseline => (o.baseline_attempts, o.baseline_latency_secs),
+    };
+    let tag = match w {
+        Worker::Ingest => "i",
+        Worker::Baseline => "b",
+    };
+    let mut f = Figures::default();
+
+    // Throughput: everything preloaded, the worker started cold.
+    let cfg = prefixed(base, &format!("{stamp}{tag}t"));
+    setup(&cfg).await?;
+    eprintln!("[bench] {}: preloading {n} attempts", w.label());
+    publish(&cfg, o, n, 0, "t").await?;
+    let mut child = Worker::spawn(w, &cfg, novyra, me)?;
+    let group = cfg.group(w.group_suffix());
+    let addr = cfg.pipeline.metrics_addr.clone();
+    let timeout = Duration::from_secs(120 + n as u64 / 100);
+    let started = Instant::now();
+    let mut first: Option<(Instant, f64)> = None;
+    let mut last = (Instant::now(), 0.0);
+    loop {
+        check_alive(&mut child, w)?;
+        if started.elapsed() > timeout {
+            bail!(
+                "{}: only {} of {n} committed after {timeout:?}",
+                w.label(),
+                last.1
+            );
+        }
+        let c = scrape(&addr)
+            .await
+            .map(|m| committed(&m, &group))
+            .unwrap_or(0.0);
+        let now = Instant::now();
+        if c > 0.0 && first.is_none() {
+            first = Some((now, c));
+        }
+        last = (now, c);
+        if c >= n as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (t0, c0) = first.unwrap_or((started, 0.0));
+    f.attempts = n as u64;
+    f.seconds = last.0.duration_since(t0).as_secs_f64();
+    f.throughput = (last.1 - c0) / f.seconds.max(1e-3);
+    let rss1 = peak_rss_mib(&child);
+    stop(child);
+    eprintln!(
+        "[bench] {}: {:.0} attempts/s over {:.1} s",
+        w.label(),
+        f.throughput,
+        f.seconds
+    );
+    cleanup(&cfg, o).await;
+
+    // Latency at a fixed offered rate, the worker already warm.
+    let cfg = prefixed(base, &format!("{stamp}{tag}l"));
+    setup(&cfg).await?;
+    let mut child = Worker::spawn(w, &cfg, novyra, me)?;
+    let group = cfg.group(w.group_suffix());
+    let addr = cfg.pipeline.metrics_addr.clone();
+    let warm = 2_000usize;
+    publish(&cfg, o, warm, 0, "w").await?;
+    wait_committed(
+        &mut child,
+        w,
+        &addr,
+        &group,
+        warm as f64,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let before = scrape(&addr).await?;
+    let paced = (o.rate * secs) as usize;
+    eprintln!(
+        "[bench] {}: offering {} attempts/s for {secs} s",
+        w.label(),
+        o.rate
+    );
+    publish(&cfg, o, paced, o.rate, "l").await?;
+    wait_committed(
+        &mut child,
+        w,
+        &addr,
+        &group,
+        (warm + paced) as f64,
+        Duration::from_secs(300 + paced as u64 / 200),
+    )
+    .await?;
+    let after = scrape(&addr).await?;
+    let hist = histogram_delta(&before, &after, &group);
+    f.latency_n = hist.last().map_or(0, |b| b.1 as u64);
+    f.p50 = quantile(&hist, 0.50);
+    f.p95 = quantile(&hist, 0.95);
+    f.p99 = quantile(&hist, 0.99);
+    f.rss_mib = rss1.max(peak_rss_mib(&child));
+    stop(child);
+    cleanup(&cfg, o).await;
+    Ok(f)
+}
+
+impl Worker {
+    fn spawn(self, cfg: &Config, novyra: &Path, me: &Path) -> anyhow::Result<Child> {
+        let log = std::env::temp_dir().join(format!(
+            "{}-{}.log",
+            cfg.topic_prefix.trim_end_matches('.'),
+            self.group_suffix()
+        ));
+        let mut cmd = match self {
+            Worker::Ingest => {
+                let mut c = Command::new(novyra);
+                c.arg("ingest");
+                c
+            }
+            Worker::Baseline => {
+                let mut c = Command::new(me);
+                c.arg("baseline-worker");
+                c
+            }
+        };
+        cmd.env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
+            .env(
+                "NOVYRA_DB_SCHEMA",
+                cfg.database.schema.as_deref().unwrap_or(""),
+            )
+            .env("NOVYRA_METRICS_ADDR", &cfg.pipeline.metrics_addr)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        cmd.spawn()
+            .with_context(|| format!("starting {}", self.label()))
+    }
+}
+
+fn prefixed(base: &Config, name: &str) -> Config {
+    let mut cfg = base.clone();
+    cfg.topic_prefix = format!("{name}.");
+    cfg.database.schema = Some(name.to_owned());
+    cfg.pipeline.metrics_addr = format!("127.0.0.1:{}", free_port());
+    cfg
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(9499, |a| a.port())
+}
+
+async fn setup(cfg: &Config) -> anyhow::Result<()> {
+    novyra_store::migrate(&cfg.migrate_store()).await?;
+    novyra_kafka::topics::ensure(
+        &cfg.kafka(),
+        &cfg.topic_prefix,
+        &novyra_kafka::topics::pipeline_topics(-1),
+        cfg.kafka.replication_factor,
+    )
+    .await?;
+    Codec::new(&cfg.registry())?
+        .register_all(&cfg.topic_prefix)
+        .await?;
+    Ok(())
+}
+
+async fn cleanup(cfg: &Config, o: &Options) {
+    if o.keep {
+        return;
+    }
+    if let Err(e) = novyra_store::drop_schema(&cfg.migrate_store()).await {
+        eprintln!("[bench] could not drop schema: {e}");
+    }
+    if let Err(e) = novyra_kafka::topics::delete(
+        &cfg.kafka(),
+        &cfg.topic_prefix,
+        &novyra_kafka::topics::pipeline_topics(-1),
+    )
+    .await
+    {
+        eprintln!("[bench] could not delete topics: {e}");
+    }
+}
+
+async fn publish(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> anyhow::Result<()> {
+    let lo = LoadgenOptions {
+        concepts: o.concepts,
+        domains: 10,
+        students: o.users,
+        attempts: n,
+        seed: 42,
+        rate,
+        days: 75,
+        id_prefix: format!("{}{run}-", cfg.topic_prefix),
+    };
+    loadgen::generate_and_publish(cfg, &lo, true).await?;
+    Ok(())
+}
+
+async fn wait_committed(
+    child: &mut Child,
+    w: Worker,
+    addr: &str,
+    group: &str,
+    n: f64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        check_alive(child, w)?;
+        let c = scrape(addr)
+            .await
+            .map(|m| committed(&m, group))
+            .unwrap_or(0.0);
+        if c >= n {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("{}: {c} of {n} committed after {timeout:?}", w.label());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn check_alive(child: &mut Child, w: Worker) -> anyhow::Result<()> {
+    if let Some(status) = child.try_wait()? {
+        bail!(
+            "{} exited early: {status} (see its log in the temp dir)",
+            w.label()
+        );
+    }
+    Ok(())
+}
+
+/// SIGTERM, then SIGKILL after 10 s.
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn peak_rss_mib(child: &Child) -> f64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The `/metrics` text exposition as (series with labels, value).
+async fn scrape(addr: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let addr = addr.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<String, f64>> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(parse_metrics(&body))
+    })
+    .await?
+}
+
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with("novyra_"))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn committed(m: &BTreeMap<String, f64>, group: &str) -> f64 {
+    m.get(&format!(
+        "novyra_consumer_records_committed_total{{group=\"{group}\"}}"
+    ))
+    .copied()
+    .unwrap_or(0.0)
+}
+
+/// Cumulative latency buckets `(upper bound s, count)` of `after - before`.
+fn histogram_delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    group: &str,
+) -> Vec<(f64, f64)> {
+    let prefix = format!("novyra_end_to_end_latency_seconds_bucket{{group=\"{group}\",le=\"");
+    let mut out: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, v - before.get(k).copied().unwrap_or(0.0)))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The `q` quantile, interpolated linearly inside its bucket.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let target = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, cum) in buckets {
+        if cum >= target {
+            if le.is_infinite() {
+                return prev.0;
+            }
+            let span = (cum - prev.1).max(f64::MIN_POSITIVE);
+            return prev.0 + (le - prev.0) * (target - prev.1) / span;
+        }
+        prev = (le, cum);
+    }
+    prev.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let b = [
+            (0.1, 50.0),
+            (0.2, 90.0),
+            (0.4, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert!((quantile(&b, 0.5) - 0.1).abs() < 1e-9);
+        assert!((quantile(&b, 0.7) - 0.15).abs() < 1e-9);
+        assert!((quantile(&b, 0.95) - 0.3).abs() < 1e-9);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn metrics_text_parses_and_deltas_by_group() {
+        let before = parse_metrics(
+            "# HELP x\nnovyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"0.5\"} 10\n\
+             novyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"+Inf\"} 10\n",
+        );
+        let after = parse_metrics(
+            "novyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"0.5\"} 30\n\
+             novyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"+Inf\"} 40\n\
+             novyra_consumer_records_committed_total{group=\"g\"} 40\n",
+        );
+        assert_eq!(committed(&after, "g"), 40.0);
+        assert_eq!(
+            histogram_delta(&before, &after, "g"),
+            vec![(0.5, 20.0), (f64::INFINITY, 30.0)]
+        );
+    }
+}

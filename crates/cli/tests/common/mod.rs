@@ -1,0 +1,391 @@
+//! Shared harness for the tests that run `novyra` as real processes against
+//! the local stack: per-test topic prefix and schema, worker processes that
+//! can be killed, and checks on what Postgres and the mastery topic hold.
+
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::{BigInt, Double, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use novyra_core::MasteryUpdated;
+use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use novyra_kafka::rdkafka::message::Message;
+use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
+use novyra_pipeline::Config;
+use novyra_registry::{Codec, EventKind};
+
+/// A test's own corner of the stack.
+pub struct Env {
+    pub cfg: Config,
+    pub name: String,
+}
+
+impl Env {
+    pub async fn new(tag: &str) -> Self {
+        let name = format!("{tag}{}", std::process::id());
+        let mut cfg =
+            Config::load(None).expect("config from the environment (run via `make test`)");
+        cfg.topic_prefix = format!("{name}.");
+        cfg.database.schema = Some(name.clone());
+        cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
+        novyra_store::migrate(&cfg.migrate_store())
+            .await
+            .expect("migrate");
+        novyra_kafka::topics::ensure(
+            &cfg.kafka(),
+            &cfg.topic_prefix,
+            &novyra_kafka::topics::pipeline_topics(-1),
+            1,
+        )
+        .await
+        .expect("topics");
+        Codec::new(&cfg.registry())
+            .expect("codec")
+            .register_all(&cfg.topic_prefix)
+            .await
+            .expect("schemas");
+        Self { cfg, name }
+    }
+
+    /// The same topics, read into another schema by other groups: a replay.
+    pub async fn replay_target(&self, suffix: &str) -> Config {
+        let mut cfg = self.cfg.clone();
+        let schema = format!("{}{suffix}", self.name);
+        cfg.database.schema = Some(schema.clone());
+        cfg.group_prefix = Some(schema);
+        novyra_store::migrate(&cfg.migrate_store())
+            .await
+            .expect("migrate replay schema");
+        cfg
+    }
+}
+
+/// Starts `novyra ingest` for `cfg`, with extra TOML (e.g. Kafka properties).
+pub fn spawn_ingest(cfg: &Config, toml: &str, log_name: &str) -> Child {
+    let dir = std::env::temp_dir();
+    let conf = dir.join(format!("{log_name}.toml"));
+    std::fs::write(&conf, toml).expect("write config");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{log_name}.log")))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_novyra"))
+        .arg("ingest")
+        .arg("--config")
+        .arg(&conf)
+        .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
+        .env(
+            "NOVYRA_DB_SCHEMA",
+            cfg.database.schema.as_deref().unwrap_or(""),
+        )
+        .env(
+            "NOVYRA_GROUP_PREFIX",
+            cfg.group_prefix.as_deref().unwrap_or(""),
+        )
+        .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start novyra ingest")
+}
+
+/// SIGTERM and wait (SIGKILL after 30 s).
+pub fn terminate(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(
+                status.success(),
+                "novyra ingest exited with {status} on SIGTERM"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("novyra ingest did not stop within 30 s of SIGTERM");
+}
+
+/// SIGKILL: no chance to clean up.
+pub fn kill9(mut child: Child) {
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+}
+
+pub async fn connect(cfg: &Config) -> AsyncPgConnection {
+    let mut c = AsyncPgConnection::establish(&cfg.database.url)
+        .await
+        .expect("connect");
+    let schema = cfg.database.schema.clone().expect("schema");
+    diesel::sql_query(format!("SET search_path TO {schema}"))
+        .execute(&mut c)
+        .await
+        .expect("search path");
+    c
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+pub async fn count(c: &mut AsyncPgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
+}
+
+/// Total end offset of the attempts topic.
+pub fn attempts_end(cfg: &Config) -> i64 {
+    let c: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
+    novyra_kafka::lag::watermarks(&c, &cfg.topic("attempts"), Duration::from_secs(10))
+        .expect("watermarks")
+        .iter()
+        .map(|(_, _, high)| high)
+        .sum()
+}
+
+/// Sum of the ingest offsets stored in Postgres.
+pub async fn stored_offsets(cfg: &Config) -> i64 {
+    let mut c = connect(cfg).await;
+    let group = cfg.group("ingest");
+    count(
+        &mut c,
+        &format!(
+            "SELECT coalesce(sum(next_offset), 0)::bigint AS n FROM consumer_offsets WHERE group_id = '{group}'"
+        ),
+    )
+    .await
+}
+
+/// Waits until Postgres holds offsets up to the end of the attempts topic
+/// and the outbox is empty.
+pub async fn wait_caught_up(cfg: &Config, timeout: Duration) {
+    let end = attempts_end(cfg);
+    let mut c = connect(cfg).await;
+    let started = Instant::now();
+    loop {
+        let stored = stored_offsets(cfg).await;
+        let outbox = count(&mut c, "SELECT count(*) AS n FROM mastery_outbox").await;
+        if stored >= end && outbox == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "not caught up after {timeout:?}: offsets {stored} of {end}, outbox {outbox}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A mastery row with every column, floats as bits, for exact comparison.
+#[derive(QueryableByName, Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mastery {
+    #[diesel(sql_type = Text)]
+    pub user_id: String,
+    #[diesel(sql_type = Text)]
+    pub concept_id: String,
+    #[diesel(sql_type = BigInt)]
+    pub mastery_bits: i64,
+    #[diesel(sql_type = BigInt)]
+    pub attempts_total: i64,
+    #[diesel(sql_type = BigInt)]
+    pub attempts_correct: i64,
+    #[diesel(sql_type = BigInt)]
+    pub confidence_bits: i64,
+    #[diesel(sql_type = BigInt)]
+    pub version: i64,
+    #[diesel(sql_type = Text)]
+    pub last_event_id: String,
+    #[diesel(sql_type = BigInt)]
+    pub updated_ms: i64,
+}
+
+#[derive(QueryableByName)]
+struct Raw {
+    #[diesel(sql_type = Text)]
+    user_id: String,
+    #[diesel(sql_type = Text)]
+    concept_id: String,
+    #[diesel(sql_type = Double)]
+    mastery: f64,
+    #[diesel(sql_type = BigInt)]
+    attempts_total: i64,
+    #[diesel(sql_type = BigInt)]
+    attempts_correct: i64,
+    #[diesel(sql_type = Double)]
+    confidence_weight: f64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = Text)]
+    last_event_id: String,
+    #[diesel(sql_type = BigInt)]
+    updated_ms: i64,
+}
+
+fn bits(x: f64) -> i64 {
+    i64::from_ne_bytes(x.to_bits().to_ne_bytes())
+}
+
+pub async fn mastery_table(cfg: &Config) -> Vec<Mastery> {
+    let mut c = connect(cfg).await;
+    let rows: Vec<Raw> = diesel::sql_query(
+        "SELECT user_id, concept_id, mastery, attempts_total, attempts_correct, confidence_weight, \
+         version, last_event_id, (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms \
+         FROM mastery_records ORDER BY user_id, concept_id",
+    )
+    .load(&mut c)
+    .await
+    .expect("mastery rows");
+    rows.into_iter()
+        .map(|r| Mastery {
+            user_id: r.user_id,
+            concept_id: r.concept_id,
+            mastery_bits: bits(r.mastery),
+            attempts_total: r.attempts_total,
+            attempts_correct: r.attempts_correct,
+            confidence_bits: bits(r.confidence_weight),
+            version: r.version,
+            last_event_id: r.last_event_id,
+            updated_ms: r.updated_ms,
+        })
+        .collect()
+}
+
+/// The latest value per key on the mastery topic, read from the beginning
+/// up to the current end (a tombstone removes the key).
+pub async fn mastery_topic(cfg: &Config) -> Vec<Mastery> {
+    let topic = cfg.topic("mastery");
+    let reader: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
+    let marks = novyra_kafka::lag::watermarks(&reader, &topic, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, low, high) in &marks {
+        if high > low {
+            tpl.add_partition_offset(&topic, *p, Offset::Beginning)
+                .expect("partition");
+            remaining.insert(*p, *high);
+        }
+    }
+    reader.assign(&tpl).expect("assign");
+    let codec = Codec::new(&cfg.registry()).expect("codec");
+    let mut latest: BTreeMap<String, Option<MasteryUpdated>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !remaining.is_empty() {
+        assert!(Instant::now() < deadline, "mastery topic not read in time");
+        let Some(m) = reader.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m.expect("read mastery topic");
+        let key = String::from_utf8_lossy(m.key().expect("mastery records are keyed")).into_owned();
+        let value = match m.payload() {
+            Some(p) => Some(
+                codec
+                    .decode::<MasteryUpdated>(EventKind::Mastery, p)
+                    .await
+                    .expect("decode mastery")
+                    .value,
+            ),
+            None => None,
+        };
+        latest.insert(key, value);
+        if remaining
+            .get(&m.partition())
+            .is_some_and(|h| m.offset() + 1 >= *h)
+        {
+            remaining.remove(&m.partition());
+        }
+    }
+    let mut out: Vec<Mastery> = latest
+        .into_values()
+        .flatten()
+        .map(|v| Mastery {
+            user_id: v.user_id,
+            concept_id: v.concept_id,
+            mastery_bits: bits(v.mastery),
+            attempts_total: v.attempts_total,
+            attempts_correct: v.attempts_correct,
+            confidence_bits: bits(v.confidence_weight),
+            version: v.version,
+            last_event_id: v.last_event_id,
+            updated_ms: v.updated_at,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Audit invariants: every event stored once, and per (user, concept) the
+/// stored versions run 1..n with the mastery row at version n.
+pub async fn assert_audit_consistent(cfg: &Config, distinct_events: i64) {
+    let mut c = connect(cfg).await;
+    assert_eq!(
+        count(&mut c, "SELECT count(*) AS n FROM concept_attempts").await,
+        distinct_events,
+        "attempt rows equal the distinct events produced"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(DISTINCT event_id) AS n FROM concept_attempts"
+        )
+        .await,
+        distinct_events,
+        "no event stored twice"
+    );
+    let bad = count(
+        &mut c,
+        "SELECT count(*) AS n FROM (SELECT user_id, concept_id, count(*) AS k, \
+         count(DISTINCT mastery_version) AS d, max(mastery_version) AS mx \
+         FROM concept_attempts GROUP BY user_id, concept_id) a \
+         LEFT JOIN mastery_records m USING (user_id, concept_id) \
+         WHERE a.k <> a.d OR a.mx <> a.k OR m.version IS DISTINCT FROM a.k",
+    )
+    .await;
+    assert_eq!(
+        bad, 0,
+        "pairs whose versions are not exactly 1..n, once each"
+    );
+}
+
+/// Panics with the first differences between two sorted mastery sets.
+pub fn assert_same_mastery(what: &str, left: &[Mastery], right: &[Mastery]) {
+    if left == right {
+        return;
+    }
+    let l: BTreeMap<(&str, &str), &Mastery> = left
+        .iter()
+        .map(|m| ((m.user_id.as_str(), m.concept_id.as_str()), m))
+        .collect();
+    let r: BTreeMap<(&str, &str), &Mastery> = right
+        .iter()
+        .map(|m| ((m.user_id.as_str(), m.concept_id.as_str()), m))
+        .collect();
+    let only_l = l.keys().filter(|k| !r.contains_key(*k)).count();
+    let only_r = r.keys().filter(|k| !l.contains_key(*k)).count();
+    let differ: Vec<_> = l
+        .iter()
+        .filter_map(|(k, a)| r.get(k).filter(|b| *b != a).map(|b| (a, b)))
+        .collect();
+    panic!(
+        "{what}: {} vs {} rows, {only_l} only left, {only_r} only right, {} differ; first: {:?}",
+        left.len(),
+        right.len(),
+        differ.len(),
+        <[_]>::first(&differ)
+    );
+}
