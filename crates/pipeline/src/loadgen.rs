@@ -10,6 +10,8 @@ use novyra_core::{
     keys, BktParams, ConceptAttempted, ConceptUpserted, PrerequisiteLinked, RubricCriterion,
     RubricEvaluation,
 };
+use novyra_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use novyra_kafka::rdkafka::producer::future_producer::OwnedDeliveryResult;
 use novyra_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use novyra_registry::{Codec, EventKind};
 use rand::rngs::StdRng;
@@ -202,34 +204,60 @@ pub async fn publish<T: Serialize>(
     bar.set_message(topic.to_owned());
     let started = Instant::now();
     let mut inflight = FuturesUnordered::new();
+    let acked = |r: Result<OwnedDeliveryResult, _>| match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(PublishError(e.to_string())),
+        Err(_) => Err(PublishError("producer dropped a delivery report".into())),
+    };
     for (i, (key, value)) in items.iter().enumerate() {
         if rate > 0 {
+            // Wait for the record's due time, collecting acks meanwhile.
             let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-            tokio::time::sleep_until(due.into()).await;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => break,
+                    Some(r) = inflight.next(), if !inflight.is_empty() => {
+                        acked(r)?;
+                        bar.inc(1);
+                    }
+                }
+            }
         }
         let payload = codec
             .encode(topic, kind, value)
             .await
             .map_err(|e| PublishError(e.to_string()))?;
-        let key = key.clone();
-        inflight.push(async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(&payload),
-                    Duration::from_secs(60),
-                )
-                .await
-                .map_err(|(e, _)| PublishError(e.to_string()))
-        });
+        // NB: enqueue now (send_result), so the record leaves at its due
+        // time; `send` would only enqueue when its future is first polled.
+        let mut record = FutureRecord::to(topic).key(key).payload(&payload);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    inflight.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    match inflight.next().await {
+                        Some(r) => {
+                            acked(r)?;
+                            bar.inc(1);
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => return Err(PublishError(e.to_string())),
+            }
+        }
         if inflight.len() >= 20_000 {
             if let Some(r) = inflight.next().await {
-                r?;
+                acked(r)?;
                 bar.inc(1);
             }
         }
     }
     while let Some(r) = inflight.next().await {
-        r?;
+        acked(r)?;
         bar.inc(1);
     }
     bar.finish();
