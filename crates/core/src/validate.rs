@@ -43,6 +43,19 @@ pub enum ValidationError {
     },
 }
 
+impl ValidationError {
+    /// A short stable name for metrics labels and the DLQ's exception class.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ValidationError::BadId(_) => "invalid_id",
+            ValidationError::Negative(_) => "negative_value",
+            ValidationError::TimeOutOfRange { .. } => "time_out_of_range",
+            ValidationError::NotProbability(_) => "not_a_probability",
+            ValidationError::KeyMismatch { .. } => "key_mismatch",
+        }
+    }
+}
+
 fn id(field: &'static str, v: &str) -> Result<(), ValidationError> {
     if v.trim().is_empty() || v.len() > MAX_ID_LEN {
         return Err(ValidationError::BadId(field));

@@ -138,7 +138,7 @@ pub async fn decode_change(
     };
     match checked {
         Ok(c) => Ok(Ok(c)),
-        Err(e) => refuse("validate", "invalid_event", e.to_string()),
+        Err(e) => refuse("validate", e.kind(), e.to_string()),
     }
 }
 

@@ -326,7 +326,7 @@ async fn decode(
     if let Err(e) = validate::attempt(&d.value, now_ms)
         .and_then(|_| validate::key_matches(key_str(m), &d.value.user_id))
     {
-        return refuse("validate", "invalid_event", e.to_string());
+        return refuse("validate", e.kind(), e.to_string());
     }
     Ok(Ok(IngestRecord {
         partition: m.partition(),

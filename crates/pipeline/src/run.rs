@@ -143,6 +143,18 @@ pub async fn run(
             spawn(&mut set, *w, cfg, &health, &stop);
         }
     }
+    // Only the groups run here count towards "idle": a group nobody runs
+    // (the graph's, in an ingest-only run) would never catch up.
+    let running: Vec<String> = workers
+        .iter()
+        .map(|w| {
+            cfg.group(match w {
+                Worker::Ingest => ingest::GROUP,
+                Worker::Catalog => catalog::GROUP,
+                Worker::Graph => graph_sink::GROUP,
+            })
+        })
+        .collect();
     let idle_watch = exit_when_idle.then(|| {
         let (cfg, stop) = (cfg.clone(), stop.clone());
         tokio::spawn(async move {
@@ -150,7 +162,10 @@ pub async fn run(
             let mut idle_rounds = 0;
             while !stop.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                let lag_zero = matches!(all_lag(&cfg).await, Ok(l) if l.iter().all(|(_, ps)| ps.iter().all(|p| p.lag() == 0)));
+                let lag_zero = matches!(all_lag(&cfg).await, Ok(l) if l
+                    .iter()
+                    .filter(|(g, _)| running.contains(g))
+                    .all(|(_, ps)| ps.iter().all(|p| p.lag() == 0)));
                 let outbox_empty = match &store {
                     Some(s) => matches!(s.outbox_len().await, Ok(0)),
                     None => false,

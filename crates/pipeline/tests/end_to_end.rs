@@ -209,6 +209,6 @@ async fn pipeline_stores_every_distinct_attempt_and_mirrors_mastery_in_the_graph
     let dlq = dlq_records(&cfg);
     let mut reasons: Vec<&str> = dlq.iter().map(|(r, _)| r.as_str()).collect();
     reasons.sort_unstable();
-    assert_eq!(reasons, vec!["bad_magic_byte", "invalid_event"]);
+    assert_eq!(reasons, vec!["bad_magic_byte", "negative_value"]);
     assert!(dlq.iter().all(|(_, t)| *t == attempts_topic));
 }
