@@ -170,7 +170,11 @@ pub async fn run(
                     Some(s) => matches!(s.outbox_len().await, Ok(0)),
                     None => false,
                 };
-                idle_rounds = if lag_zero && outbox_empty { idle_rounds + 1 } else { 0 };
+                idle_rounds = if lag_zero && outbox_empty {
+                    idle_rounds + 1
+                } else {
+                    0
+                };
                 if idle_rounds >= 2 {
                     tracing::info!("every group caught up; stopping");
                     stop.cancel();

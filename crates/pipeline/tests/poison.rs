@@ -114,8 +114,14 @@ async fn advances_offset_past_every_kind_of_poison() {
         (Some(unknown_id), "unknown_schema_id"),
         (Some(truncated), "malformed_avro"),
         (Some(vec![0, 0]), "truncated_header"),
-        (Some(with(|a| a.event_id = String::new()).await), "invalid_id"),
-        (Some(with(|a| a.concept_id = " ".into()).await), "invalid_id"),
+        (
+            Some(with(|a| a.event_id = String::new()).await),
+            "invalid_id",
+        ),
+        (
+            Some(with(|a| a.concept_id = " ".into()).await),
+            "invalid_id",
+        ),
         (Some(with(|a| a.hints_used = -1).await), "negative_value"),
         (Some(with(|a| a.duration_ms = -5).await), "negative_value"),
         (
@@ -157,7 +163,10 @@ async fn advances_offset_past_every_kind_of_poison() {
     // The good records around the poison are stored, and the partition's
     // stored offset is past the last record.
     let store = novyra_store::Store::new(&cfg.store()).expect("store");
-    assert_eq!(store.table_counts().await.expect("counts").concept_attempts, 2);
+    assert_eq!(
+        store.table_counts().await.expect("counts").concept_attempts,
+        2
+    );
     let (partition, last, _) = sent[sent.len() - 1];
     let stored = store
         .stored_offsets(&cfg.group("ingest"), &topic)
@@ -167,7 +176,11 @@ async fn advances_offset_past_every_kind_of_poison() {
 
     let poison: Vec<_> = sent.iter().filter(|s| s.2 != "stored").collect();
     let got = dlq(&cfg, poison.len());
-    assert_eq!(got.len(), poison.len(), "one DLQ record per poison: {got:?}");
+    assert_eq!(
+        got.len(),
+        poison.len(),
+        "one DLQ record per poison: {got:?}"
+    );
     let mut by_offset: BTreeMap<i64, &BTreeMap<String, String>> = BTreeMap::new();
     for h in &got {
         assert_eq!(h[header::TOPIC], topic);

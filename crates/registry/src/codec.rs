@@ -221,26 +221,43 @@ impl Codec {
         Ok((id, r.name.map(|n| n.fullname(None)), r.value))
     }
 
-    /// Decodes a payload of `kind`, checking the record type.
+    /// Decodes a payload of `kind` with the compiled-in schema as reader.
     pub async fn decode<T: DeserializeOwned>(
         &self,
         kind: EventKind,
         payload: &[u8],
     ) -> Result<Decoded<T>, DecodeError> {
+        self.decode_as(kind.parsed(), kind.record_name(), payload)
+            .await
+    }
+
+    /// Decodes a payload written with any registered schema of the record
+    /// `record_name`, resolved against `reader` by Avro's schema resolution
+    /// rules: fields the reader lacks are skipped, fields the writer lacks
+    /// take the reader's default. This is what lets a v1 consumer read v2
+    /// events and a v2 consumer read v1 events.
+    pub async fn decode_as<T: DeserializeOwned>(
+        &self,
+        reader: &apache_avro::Schema,
+        record_name: &'static str,
+        payload: &[u8],
+    ) -> Result<Decoded<T>, DecodeError> {
         let (id, name, value) = self.decode_value(payload).await?;
         if let Some(found) = name {
-            if found != kind.record_name() {
+            if found != record_name {
                 return Err(DecodeError::WrongRecord {
                     id,
                     found,
-                    expected: kind.record_name(),
+                    expected: record_name,
                 });
             }
         }
-        let value = apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Malformed {
+        let malformed = |e: apache_avro::Error| DecodeError::Malformed {
             id,
             detail: e.to_string(),
-        })?;
+        };
+        let value = value.resolve(reader).map_err(malformed)?;
+        let value = apache_avro::from_value::<T>(&value).map_err(malformed)?;
         Ok(Decoded {
             schema_id: id,
             value,

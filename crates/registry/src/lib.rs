@@ -17,5 +17,8 @@ mod schemas;
 pub mod wire;
 
 pub use admin::RegisterError;
+/// The Avro library the codec is built on (its version is pinned by the
+/// registry client), for callers that bring their own reader schema.
+pub use apache_avro;
 pub use codec::{Codec, DecodeError, Decoded, EncodeError, RegistryConfig};
 pub use schemas::{EventKind, SCHEMAS};

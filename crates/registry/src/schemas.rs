@@ -77,6 +77,23 @@ impl EventKind {
             .unwrap_or_default()
     }
 
+    /// The compiled-in schema, parsed once: the reader schema every decode
+    /// resolves the writer's schema against.
+    #[allow(clippy::expect_used)]
+    pub fn parsed(self) -> &'static apache_avro::Schema {
+        static PARSED: [std::sync::OnceLock<apache_avro::Schema>; 4] = [
+            std::sync::OnceLock::new(),
+            std::sync::OnceLock::new(),
+            std::sync::OnceLock::new(),
+            std::sync::OnceLock::new(),
+        ];
+        let i = Self::ALL.iter().position(|k| *k == self).unwrap_or(0);
+        PARSED[i].get_or_init(|| {
+            // The files are compiled in and parsed by a unit test.
+            apache_avro::Schema::parse_str(self.schema()).expect("compiled-in schema parses")
+        })
+    }
+
     /// Parses a kind from a topic suffix or a full topic name with `prefix`.
     pub fn from_topic(prefix: &str, topic: &str) -> Option<Self> {
         let suffix = topic.strip_prefix(prefix).unwrap_or(topic);

@@ -28,6 +28,15 @@ pub fn split(payload: &[u8]) -> Result<(u32, &[u8]), HeaderError> {
     Ok((id, &payload[5..]))
 }
 
+/// Prefixes an Avro body with the header for schema `id`.
+pub fn frame(id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +46,6 @@ mod tests {
         assert_eq!(split(&[0, 0, 0, 1, 2, 9]), Ok((258, &[9u8][..])));
         assert_eq!(split(&[1, 0, 0, 0, 1]), Err(HeaderError::BadMagic(1)));
         assert_eq!(split(&[0, 0]), Err(HeaderError::TooShort(2)));
+        assert_eq!(split(&frame(258, &[9])), Ok((258, &[9u8][..])));
     }
 }
