@@ -96,11 +96,11 @@ async fn v1_and_v2_consumers_read_each_others_events() {
         device: Some("tablet".into()),
     };
     let v2_schema = Schema::parse_str(V2).expect("v2 parses");
-    let v2_body = apache_avro::to_avro_datum(
-        &v2_schema,
-        apache_avro::to_value(&v2_event).expect("to value"),
-    )
-    .expect("v2 body");
+    let v2_body = apache_avro::writer::datum::GenericDatumWriter::builder(&v2_schema)
+        .build()
+        .expect("v2 writer")
+        .write_value_to_vec(apache_avro::to_value(&v2_event).expect("to value"))
+        .expect("v2 body");
     let payloads = [
         codec
             .encode(&topic, EventKind::Attempt, &v1_event)
