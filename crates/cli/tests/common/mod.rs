@@ -66,6 +66,11 @@ impl Env {
 
 /// Starts `novyra ingest` for `cfg`, with extra TOML (e.g. Kafka properties).
 pub fn spawn_ingest(cfg: &Config, toml: &str, log_name: &str) -> Child {
+    spawn_ingest_at(cfg, toml, log_name, "127.0.0.1:0")
+}
+
+/// As [`spawn_ingest`], serving `/metrics` and `/readyz` on `metrics`.
+pub fn spawn_ingest_at(cfg: &Config, toml: &str, log_name: &str, metrics: &str) -> Child {
     let dir = std::env::temp_dir();
     let conf = dir.join(format!("{log_name}.toml"));
     std::fs::write(&conf, toml).expect("write config");
@@ -87,7 +92,7 @@ pub fn spawn_ingest(cfg: &Config, toml: &str, log_name: &str) -> Child {
             "NOVYRA_GROUP_PREFIX",
             cfg.group_prefix.as_deref().unwrap_or(""),
         )
-        .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
+        .env("NOVYRA_METRICS_ADDR", metrics)
         .env("RUST_LOG", "info,rdkafka=warn")
         .stdout(Stdio::null())
         .stderr(log)
@@ -388,4 +393,38 @@ pub fn assert_same_mastery(what: &str, left: &[Mastery], right: &[Mastery]) {
         differ.len(),
         <[_]>::first(&differ)
     );
+}
+
+/// A free loopback port for a child's metrics endpoint.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
+}
+
+/// `GET path` on `addr`: (status code, body); `None` if nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+/// Runs `deploy/<script> <action>` (stop or start one service of the stack).
+pub fn stack(script: &str, action: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/");
+    let status = Command::new("bash")
+        .arg(format!("{path}{script}"))
+        .arg(action)
+        .status()
+        .expect("run deploy script");
+    assert!(status.success(), "deploy/{script} {action} failed");
 }
