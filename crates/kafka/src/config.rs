@@ -72,6 +72,8 @@ impl KafkaConfig {
             ("session.timeout.ms", "30000"),
             ("fetch.wait.max.ms", "100"),
             ("isolation.level", "read_committed"),
+            // Feeds the per-partition lag gauge (ClientContext::stats).
+            ("statistics.interval.ms", "5000"),
         ])
     }
 

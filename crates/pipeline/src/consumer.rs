@@ -13,6 +13,7 @@ use novyra_kafka::rdkafka::consumer::{
 };
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
 use novyra_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use novyra_kafka::rdkafka::statistics::Statistics;
 use novyra_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +39,24 @@ impl Ctx {
     }
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's periodic statistics (`statistics.interval.ms`): the
+    /// per-partition lag behind the last *stored* offset, i.e. records not
+    /// yet committed downstream, without an extra broker request.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.consumer_lag_stored < 0 {
+                    continue;
+                }
+                self.health
+                    .lag
+                    .with_label_values(&[&self.group, topic, &partition.to_string()])
+                    .set(p.consumer_lag_stored);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -65,6 +83,14 @@ impl ConsumerContext for Ctx {
                 tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned")
             }
             Rebalance::Revoke(tpl) => {
+                // A revoked partition's lag is its new owner's to report.
+                for e in tpl.elements() {
+                    let _ = self.health.lag.remove_label_values(&[
+                        &self.group,
+                        e.topic(),
+                        &e.partition().to_string(),
+                    ]);
+                }
                 tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked")
             }
             Rebalance::Error(e) => {

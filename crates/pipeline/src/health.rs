@@ -38,6 +38,10 @@ pub struct Health {
     pub end_to_end: HistogramVec,
     /// 1 while a dependency is unreachable, by dependency.
     pub dependency_down: IntGaugeVec,
+    /// Records behind the partition's end, by group, topic and partition
+    /// (as of the last fetch; the partition label is bounded by the topic's
+    /// partition count).
+    pub lag: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Health {
@@ -82,7 +86,18 @@ impl Health {
         .expect("valid metric definition");
         r.register(Box::new(dependency_down.clone()))
             .expect("metric registered once");
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "novyra_consumer_lag_records",
+                "records between the stored offset and the partition end",
+            ),
+            &["group", "topic", "partition"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(lag.clone()))
+            .expect("metric registered once");
         Self {
+            lag,
             consumed: counter(
                 &r,
                 "novyra_consumer_records_consumed_total",

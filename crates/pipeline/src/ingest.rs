@@ -21,6 +21,7 @@ use novyra_registry::{Codec, EventKind};
 use novyra_store::ingest::{months_of, AttemptBatch, IngestRecord, OffsetAdvance};
 use novyra_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::consumer::{
     key_str, next_batch, send_to_dlq, store_offsets, Ctx, PipelineConsumer, Refused,
@@ -170,6 +171,7 @@ pub async fn run(
             }
         }
 
+        let (batch_len, refused_len) = (accepted.len(), refused.len());
         if !refused.is_empty() {
             send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
         }
@@ -195,6 +197,13 @@ pub async fn run(
         let lanes = split_lanes(group, &topic, records, advances, cfg.pipeline.write_lanes);
         let started = Instant::now();
         let store_ref = &store;
+        let span = tracing::info_span!(
+            "batch",
+            group,
+            records = batch_len,
+            refused = refused_len,
+            lanes = lanes.len()
+        );
         let outcomes = futures::future::join_all(lanes.iter().map(|batch| {
             retry(
                 health,
@@ -204,6 +213,7 @@ pub async fn run(
                 move || store_ref.commit_attempts(batch),
             )
         }))
+        .instrument(span)
         .await;
         let mut committed_partitions: HashSet<i32> = HashSet::new();
         for (batch, outcome) in lanes.iter().zip(outcomes) {
