@@ -101,6 +101,33 @@ enum GraphCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What a user still has to learn to reach a concept, prerequisites first.
+    Path {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Target concept id.
+        #[arg(long)]
+        target: String,
+        /// Longest prerequisite chain followed (at most 32).
+        #[arg(long, default_value_t = 8)]
+        max_hops: u32,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attempted, not mastered concepts that other concepts depend on.
+    Weak {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -334,6 +361,70 @@ async fn main() -> Result<()> {
                     println!(
                         "{:<14} {:<24} score {:.3}  prerequisites {}",
                         c.id, c.name, c.score, c.prerequisites
+                    );
+                }
+            }
+        }
+        Cmd::Graph {
+            query:
+                Some(GraphCmd::Path {
+                    user,
+                    target,
+                    max_hops,
+                    json,
+                }),
+        } => {
+            let g = cfg.graph()?;
+            let steps = g
+                .learning_path(&user, &target, cfg.pipeline.mastery_threshold, max_hops)
+                .await?;
+            if !json {
+                println!(
+                    "{:<4} {:<24} {:<28} {:>6} {:>5}",
+                    "step", "concept", "name", "score", "hops"
+                );
+            }
+            for (i, s) in steps.iter().enumerate() {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"step": i + 1, "id": s.id, "name": s.name, "score": s.score, "hops": s.hops})
+                    );
+                } else {
+                    println!(
+                        "{:<4} {:<24} {:<28} {:>6.3} {:>5}",
+                        i + 1,
+                        s.id,
+                        s.name,
+                        s.score,
+                        s.hops
+                    );
+                }
+            }
+        }
+        Cmd::Graph {
+            query: Some(GraphCmd::Weak { user, limit, json }),
+        } => {
+            let g = cfg.graph()?;
+            let weak = g
+                .weak_concepts(&user, cfg.pipeline.mastery_threshold, limit)
+                .await?;
+            if !json {
+                println!(
+                    "{:<24} {:<28} {:>6} {:>10} {:>9}",
+                    "concept", "name", "score", "dependents", "attempted"
+                );
+            }
+            for w in weak {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": w.id, "name": w.name, "score": w.score, "dependents": w.dependents, "attempted_dependents": w.attempted_dependents})
+                    );
+                } else {
+                    println!(
+                        "{:<24} {:<28} {:>6.3} {:>10} {:>9}",
+                        w.id, w.name, w.score, w.dependents, w.attempted_dependents
                     );
                 }
             }

@@ -10,7 +10,9 @@
 mod queries;
 mod writes;
 
-pub use queries::{GraphCounts, NextConcept};
+pub use queries::{
+    learnable_order, GraphCounts, NextConcept, PathStep, WeakConcept, MAX_PATH_HOPS,
+};
 pub use writes::{GraphBatch, MasteryEdge};
 
 use neo4rs::{query, Graph};

@@ -174,6 +174,13 @@ async fn pipeline_stores_every_distinct_attempt_and_mirrors_mastery_in_the_graph
     assert_eq!(counts.concept_prerequisites as usize, published.links);
     assert_eq!(counts.mastery_records as usize, published.pairs);
     assert_eq!(counts.mastery_records, counts.attempted_pairs);
+    // Rubric evaluations land as JSONB, one per attempt that carries one.
+    let rubrics = loadgen::attempts(&o, &c, now)
+        .iter()
+        .filter(|a| a.rubric.is_some())
+        .count();
+    assert!(rubrics > 0, "the generator emits some rubrics");
+    assert_eq!(counts.rubric_evaluations as usize, rubrics);
 
     // Independent recomputation of BKT, bit for bit.
     let (n, bad_rows, finals) = novyra_pipeline::summary::recompute(

@@ -48,6 +48,36 @@ async fn migrations_go_down_and_up_again_cleanly() {
     ] {
         assert!(first.iter().any(|x| x == t), "{t} missing from {first:?}");
     }
+    // The seed's indexes, and the ones the pipeline relies on.
+    #[derive(diesel::QueryableByName)]
+    struct I {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        def: String,
+    }
+    let mut conn = AsyncPgConnection::establish(&c.url).await.expect("connect");
+    let defs: Vec<String> = diesel::sql_query(
+        "SELECT indexdef::text AS def FROM pg_indexes WHERE schemaname = $1 ORDER BY 1",
+    )
+    .bind::<diesel::sql_types::Text, _>(&schema)
+    .load::<I>(&mut conn)
+    .await
+    .expect("indexes")
+    .into_iter()
+    .map(|i| i.def)
+    .collect();
+    for want in [
+        "ON ONLY {s}.concept_attempts USING btree (user_id, concept_id)",
+        "UNIQUE INDEX concept_attempts_event_id_occurred_at_key ON ONLY {s}.concept_attempts USING btree (event_id, occurred_at)",
+        "UNIQUE INDEX mastery_records_pkey ON {s}.mastery_records USING btree (user_id, concept_id)",
+        "ON {s}.rubric_evaluations USING gin (detail)",
+        "UNIQUE INDEX attempt_event_ids_pkey ON {s}.attempt_event_ids USING btree (event_id)",
+    ] {
+        let want = want.replace("{s}", &schema);
+        assert!(
+            defs.iter().any(|d| d.contains(&want)),
+            "missing index {want:?} in {defs:#?}"
+        );
+    }
     assert_eq!(
         novyra_store::revert_all(&c).await.expect("down"),
         applied.len()
@@ -98,5 +128,28 @@ async fn runtime_role_cannot_update_or_delete_attempts() {
             err.to_string().contains("permission denied"),
             "{stmt}: {err}"
         );
+    }
+
+    // The analyst reads and cannot write.
+    let analyst_url = app
+        .url
+        .replace("novyra_app:novyra_app@", "novyra_analyst:novyra_analyst@");
+    if analyst_url != app.url {
+        let mut conn = AsyncPgConnection::establish(&analyst_url)
+            .await
+            .expect("connect as analyst");
+        diesel::sql_query(format!("SET search_path TO {schema}"))
+            .execute(&mut conn)
+            .await
+            .expect("path");
+        diesel::sql_query("SELECT event_id FROM concept_attempts")
+            .execute(&mut conn)
+            .await
+            .expect("the analyst may read");
+        let err = diesel::sql_query("DELETE FROM mastery_records")
+            .execute(&mut conn)
+            .await
+            .expect_err("the analyst may not write");
+        assert!(err.to_string().contains("permission denied"), "{err}");
     }
 }
