@@ -71,6 +71,19 @@ enum Cmd {
     },
     /// Generate a curriculum and simulated students, and publish their attempts.
     Loadgen(LoadgenArgs),
+    /// Repair drift: the compacted topics are the truth for Neo4j, Postgres
+    /// for the mastery topic.
+    Reconcile {
+        /// Report the drift without repairing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only ids starting with this (a graph shared by several pipelines).
+        #[arg(long, default_value = "")]
+        id_prefix: String,
+    },
     /// Consumer-group lag per partition.
     Lag {
         /// Print JSON.
@@ -490,6 +503,34 @@ async fn main() -> Result<()> {
                 "published {} concepts, {} prerequisites, {} attempts",
                 p.concepts, p.links, p.attempts
             );
+        }
+        Cmd::Reconcile {
+            dry_run,
+            json,
+            id_prefix,
+        } => {
+            let report = novyra_pipeline::reconcile::reconcile(
+                &cfg,
+                &novyra_pipeline::reconcile::ReconcileOptions { dry_run, id_prefix },
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{:<18} {:>10}", "drift", "count");
+                for (kind, n) in report.kinds() {
+                    println!("{kind:<18} {n:>10}");
+                }
+                println!(
+                    "{} records read; {}",
+                    report.records_read,
+                    if report.repaired {
+                        "repaired"
+                    } else {
+                        "dry run, nothing written"
+                    }
+                );
+            }
         }
         Cmd::Lag { json } => {
             for (group, parts) in run::all_lag(&cfg).await? {

@@ -8,11 +8,13 @@
 //! are harmless.
 
 mod queries;
+mod snapshot;
 mod writes;
 
 pub use queries::{
     learnable_order, GraphCounts, NextConcept, PathStep, WeakConcept, MAX_PATH_HOPS,
 };
+pub use snapshot::{ConceptNode, MasteryEdgeState};
 pub use writes::{GraphBatch, MasteryEdge};
 
 use neo4rs::{query, Graph};

@@ -126,6 +126,9 @@ pub struct PipelineSection {
     pub metrics_addr: String,
     /// Score from which a concept counts as mastered.
     pub mastery_threshold: f64,
+    /// Seconds between reconciliations inside `novyra run` (and `novyra
+    /// graph`); 0 turns them off. Default: nightly.
+    pub reconcile_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -192,6 +195,7 @@ impl Default for PipelineSection {
             batch_linger_ms: 50,
             metrics_addr: "127.0.0.1:9464".into(),
             mastery_threshold: 0.95,
+            reconcile_interval_secs: 86_400,
         }
     }
 }

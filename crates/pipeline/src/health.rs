@@ -34,6 +34,8 @@ pub struct Health {
     pub retries: IntCounterVec,
     /// Outbox rows relayed.
     pub relayed: IntCounterVec,
+    /// Drift found by scheduled reconciliation, by kind.
+    pub reconcile_drift: IntCounterVec,
     /// Kafka create time to downstream commit, per record, by group.
     pub end_to_end: HistogramVec,
     /// 1 while a dependency is unreachable, by dependency.
@@ -127,6 +129,12 @@ impl Health {
                 "novyra_batch_size_records",
                 "records per batch",
                 prometheus::exponential_buckets(1.0, 2.0, 16).unwrap_or_default(),
+            ),
+            reconcile_drift: counter(
+                &r,
+                "novyra_reconcile_drift_total",
+                "drift found (and repaired) by scheduled reconciliation",
+                &["kind"],
             ),
             end_to_end: histogram(
                 &r,

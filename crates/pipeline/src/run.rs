@@ -182,6 +182,30 @@ pub async fn run(
             }
         })
     });
+    let scheduled = (workers.contains(&Worker::Graph)
+        && !exit_when_idle
+        && cfg.pipeline.reconcile_interval_secs > 0)
+        .then(|| {
+            let (cfg, stop, health) = (cfg.clone(), stop.clone(), health.clone());
+            tokio::spawn(async move {
+                let every = Duration::from_secs(cfg.pipeline.reconcile_interval_secs);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    let o = crate::reconcile::ReconcileOptions::default();
+                    match crate::reconcile::reconcile(&cfg, &o).await {
+                        Ok(report) => {
+                            for (kind, n) in report.kinds() {
+                                health.reconcile_drift.with_label_values(&[kind]).inc_by(n);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "scheduled reconciliation failed"),
+                    }
+                }
+            })
+        });
     let mut result = Ok(());
     while let Some(r) = set.join_next().await {
         let r = r
@@ -198,6 +222,9 @@ pub async fn run(
     stop.cancel();
     if let Some(h) = idle_watch {
         let _ = h.await;
+    }
+    if let Some(h) = scheduled {
+        h.abort();
     }
     let _ = server.await;
     result
