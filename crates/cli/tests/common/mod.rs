@@ -71,6 +71,17 @@ pub fn spawn_ingest(cfg: &Config, toml: &str, log_name: &str) -> Child {
 
 /// As [`spawn_ingest`], serving `/metrics` and `/readyz` on `metrics`.
 pub fn spawn_ingest_at(cfg: &Config, toml: &str, log_name: &str, metrics: &str) -> Child {
+    spawn_worker("ingest", cfg, toml, log_name, metrics)
+}
+
+/// Starts `novyra <worker>` (ingest, catalog, graph) for `cfg`.
+pub fn spawn_worker(
+    worker: &str,
+    cfg: &Config,
+    toml: &str,
+    log_name: &str,
+    metrics: &str,
+) -> Child {
     let dir = std::env::temp_dir();
     let conf = dir.join(format!("{log_name}.toml"));
     std::fs::write(&conf, toml).expect("write config");
@@ -80,7 +91,7 @@ pub fn spawn_ingest_at(cfg: &Config, toml: &str, log_name: &str, metrics: &str) 
         .open(dir.join(format!("{log_name}.log")))
         .expect("log file");
     Command::new(env!("CARGO_BIN_EXE_novyra"))
-        .arg("ingest")
+        .arg(worker)
         .arg("--config")
         .arg(&conf)
         .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
@@ -97,7 +108,7 @@ pub fn spawn_ingest_at(cfg: &Config, toml: &str, log_name: &str, metrics: &str) 
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start novyra ingest")
+        .expect("start novyra")
 }
 
 /// SIGTERM and wait (SIGKILL after 30 s).
