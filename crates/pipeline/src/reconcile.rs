@@ -1,7 +1,8 @@
 //! Reconciliation: the compacted topics are the authority for what the
 //! graph must hold, and Postgres for what the mastery topic must hold.
 //!
-//! Order matters for running beside live workers. The graph is read first,
+//! Order matters for running beside live workers. Postgres is read first
+//! (mastery rows, then the keys still waiting in the outbox), then the graph,
 //! then the topics' high watermarks are snapshotted and the topics read up
 //! to them: every edge the graph sink had written when the graph was read
 //! came from a record below those watermarks, so nothing the sink wrote is
@@ -155,6 +156,13 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
     let p = o.id_prefix.as_str();
     let graph = cfg.graph()?;
     let codec = Codec::new(&cfg.registry())?;
+
+    // 0. Postgres first, then what is still in the outbox (on its way to
+    // the topic): a row read here and relayed since is below the topic
+    // watermarks taken later, so only rows the topic truly lacks remain.
+    let store = novyra_store::Store::new(&cfg.store())?;
+    let pg_rows = store.mastery_rows().await?;
+    let pending = store.outbox_pending_keys().await?;
 
     // 1. The graph as it is.
     let nodes = graph.concept_nodes(p).await?;
@@ -323,11 +331,11 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
         }
     }
 
-    // 4. Postgres is the truth for the mastery topic.
-    let store = novyra_store::Store::new(&cfg.store())?;
+    // 4. Postgres is the truth for the mastery topic (rows read in step 0).
     let mut republish: Vec<MasteryUpdated> = Vec::new();
-    for r in store.mastery_rows().await? {
-        if !r.user_id.starts_with(p) {
+    for r in pg_rows {
+        if !r.user_id.starts_with(p) || pending.contains(&(r.user_id.clone(), r.concept_id.clone()))
+        {
             continue;
         }
         let on_topic = want_edges.get(&(r.user_id.clone(), r.concept_id.clone()));

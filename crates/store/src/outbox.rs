@@ -76,6 +76,21 @@ impl Store {
         .await
     }
 
+    /// (user, concept) keys with a row still waiting in the outbox: their
+    /// newest value is on its way to the topic already.
+    pub async fn outbox_pending_keys(
+        &self,
+    ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(mastery_outbox::table
+            .select((mastery_outbox::user_id, mastery_outbox::concept_id))
+            .distinct()
+            .load::<(String, String)>(&mut c)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Rows waiting in the outbox.
     pub async fn outbox_len(&self) -> Result<i64, StoreError> {
         let mut c = self.conn().await?;
