@@ -40,7 +40,9 @@ $(VENV)/.installed: tests/interop/requirements.txt
 interop-venv: $(VENV)/.installed
 
 # Integration tests share the stack but use their own topic prefix, schema
-# and ids, so they run in parallel with each other and with a demo.
+# and ids, so they run in parallel with each other. The outage tests
+# (crates/cli/tests/*_outage.rs) stop and restart Postgres, the registry and
+# Neo4j for a minute each, so do not run `make test` beside a demo you need.
 test: stack-up interop-venv
 	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace
 
