@@ -17,23 +17,6 @@ use novyra_registry::{wire, Codec, EventKind};
 
 const OUTAGE: Duration = Duration::from_secs(60);
 
-/// Polls `/readyz` until it answers `code` with `needle` in the body.
-async fn wait_ready_state(addr: &str, code: u16, needle: &str, timeout: Duration) -> String {
-    let started = Instant::now();
-    loop {
-        if let Some((c, body)) = http_get(addr, "/readyz") {
-            if c == code && body.contains(needle) {
-                return body;
-            }
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "/readyz did not answer {code} with {needle:?} within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_rides_out_postgres_and_registry_outages() {
     let env = Env::new("outage").await;
@@ -71,14 +54,14 @@ async fn ingest_rides_out_postgres_and_registry_outages() {
     let child = spawn_ingest_at(&env.cfg, "", &format!("{}-ingest", env.name), &metrics);
     publish(attempts(&o(10_000, "before"))).await;
     wait_caught_up(&env.cfg, Duration::from_secs(120)).await;
-    wait_ready_state(&metrics, 200, "ready", Duration::from_secs(10)).await;
+    wait_readyz(&metrics, 200, "ready", Duration::from_secs(10)).await;
 
     // Postgres down. The codec has the schema id cached, so producing
     // goes on without the registry's database.
     stack("postgres.sh", "stop");
     let down_since = Instant::now();
     publish(attempts(&o(5_000, "pgdown"))).await;
-    let why = wait_ready_state(&metrics, 503, "postgres", Duration::from_secs(30)).await;
+    let why = wait_readyz(&metrics, 503, "postgres", Duration::from_secs(30)).await;
     println!("not ready while postgres is down: {why}");
     tokio::time::sleep(OUTAGE.saturating_sub(down_since.elapsed())).await;
     assert!(
@@ -93,7 +76,7 @@ async fn ingest_rides_out_postgres_and_registry_outages() {
     stack("apicurio.sh", "stop");
     stack("apicurio.sh", "start");
     wait_caught_up(&env.cfg, Duration::from_secs(120)).await;
-    wait_ready_state(&metrics, 200, "ready", Duration::from_secs(30)).await;
+    wait_readyz(&metrics, 200, "ready", Duration::from_secs(30)).await;
 
     // Registry down, and events arrive written with a schema id the worker
     // has never seen (a v2 registered just before), so it must ask.
@@ -135,7 +118,7 @@ async fn ingest_rides_out_postgres_and_registry_outages() {
             .await
             .expect("produce v2");
     }
-    let why = wait_ready_state(&metrics, 503, "registry", Duration::from_secs(30)).await;
+    let why = wait_readyz(&metrics, 503, "registry", Duration::from_secs(30)).await;
     println!("not ready while the registry is down: {why}");
     tokio::time::sleep(OUTAGE.saturating_sub(down_since.elapsed())).await;
     assert!(
@@ -144,7 +127,7 @@ async fn ingest_rides_out_postgres_and_registry_outages() {
     );
     stack("apicurio.sh", "start");
     wait_caught_up(&env.cfg, Duration::from_secs(120)).await;
-    wait_ready_state(&metrics, 200, "ready", Duration::from_secs(30)).await;
+    wait_readyz(&metrics, 200, "ready", Duration::from_secs(30)).await;
     terminate(child);
 
     assert_audit_consistent(&env.cfg, 15_500).await;

@@ -63,24 +63,7 @@ async fn graph_sink_killed_repeatedly_ends_with_zero_drift() {
     );
     wait_caught_up(&env.cfg, Duration::from_secs(240)).await;
     // The graph group has consumed the whole mastery topic.
-    let group = env.cfg.group("graph");
-    let started = Instant::now();
-    loop {
-        let lags = novyra_pipeline::run::all_lag(&env.cfg).await.expect("lag");
-        let behind: i64 = lags
-            .iter()
-            .filter(|(g, _)| *g == group)
-            .flat_map(|(_, ps)| ps.iter().map(|p| p.lag()))
-            .sum();
-        if behind == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "graph group still {behind} behind"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_group_caught_up(&env.cfg, &env.cfg.group("graph"), Duration::from_secs(240)).await;
     terminate(graph);
     terminate(ingest);
 
@@ -154,24 +137,7 @@ async fn reconcile_beside_live_writes_never_rolls_an_edge_back() {
     publisher.await.expect("publisher").expect("publish");
     assert!(runs >= 2, "reconciled {runs} times during the run");
     wait_caught_up(&env.cfg, Duration::from_secs(240)).await;
-    let group = env.cfg.group("graph");
-    let started = Instant::now();
-    loop {
-        let lags = novyra_pipeline::run::all_lag(&env.cfg).await.expect("lag");
-        let behind: i64 = lags
-            .iter()
-            .filter(|(g, _)| *g == group)
-            .flat_map(|(_, ps)| ps.iter().map(|p| p.lag()))
-            .sum();
-        if behind == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "graph group behind"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_group_caught_up(&env.cfg, &env.cfg.group("graph"), Duration::from_secs(240)).await;
     terminate(graph);
     terminate(ingest);
 

@@ -13,43 +13,6 @@ use common::*;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::{reconcile, ReconcileOptions};
 
-async fn readyz(addr: &str, code: u16, needle: &str, timeout: Duration) -> String {
-    let started = Instant::now();
-    loop {
-        if let Some((c, body)) = http_get(addr, "/readyz") {
-            if c == code && body.contains(needle) {
-                return body;
-            }
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "/readyz did not answer {code} with {needle:?} within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn graph_caught_up(env: &Env, timeout: Duration) {
-    let group = env.cfg.group("graph");
-    let started = Instant::now();
-    loop {
-        let lags = novyra_pipeline::run::all_lag(&env.cfg).await.expect("lag");
-        let behind: i64 = lags
-            .iter()
-            .filter(|(g, _)| *g == group)
-            .flat_map(|(_, ps)| ps.iter().map(|p| p.lag()))
-            .sum();
-        if behind == 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "graph group still {behind} behind"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_sink_rides_out_a_neo4j_outage() {
     let env = Env::new("gout").await;
@@ -76,8 +39,8 @@ async fn graph_sink_rides_out_a_neo4j_outage() {
         .await
         .expect("publish");
     wait_caught_up(&env.cfg, Duration::from_secs(120)).await;
-    graph_caught_up(&env, Duration::from_secs(120)).await;
-    readyz(&metrics, 200, "ready", Duration::from_secs(30)).await;
+    wait_group_caught_up(&env.cfg, &env.cfg.group("graph"), Duration::from_secs(120)).await;
+    wait_readyz(&metrics, 200, "ready", Duration::from_secs(30)).await;
 
     stack("neo4j.sh", "stop");
     let down = Instant::now();
@@ -86,7 +49,7 @@ async fn graph_sink_rides_out_a_neo4j_outage() {
         .await
         .expect("publish");
     assert_eq!(published.attempts, 5_000);
-    let why = readyz(&metrics, 503, "neo4j", Duration::from_secs(60)).await;
+    let why = wait_readyz(&metrics, 503, "neo4j", Duration::from_secs(60)).await;
     println!("not ready while neo4j is down: {why}");
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(down.elapsed())).await;
     assert!(
@@ -95,8 +58,8 @@ async fn graph_sink_rides_out_a_neo4j_outage() {
     );
     stack("neo4j.sh", "start");
     wait_caught_up(&env.cfg, Duration::from_secs(120)).await;
-    graph_caught_up(&env, Duration::from_secs(180)).await;
-    readyz(&metrics, 200, "ready", Duration::from_secs(60)).await;
+    wait_group_caught_up(&env.cfg, &env.cfg.group("graph"), Duration::from_secs(180)).await;
+    wait_readyz(&metrics, 200, "ready", Duration::from_secs(60)).await;
     terminate(graph);
     terminate(ingest);
 

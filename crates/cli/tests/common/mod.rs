@@ -439,3 +439,42 @@ pub fn stack(script: &str, action: &str) {
         .expect("run deploy script");
     assert!(status.success(), "deploy/{script} {action} failed");
 }
+
+/// Waits until `group` has zero lag on every topic it consumes (Kafka's
+/// committed offsets).
+pub async fn wait_group_caught_up(cfg: &Config, group: &str, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let lags = novyra_pipeline::run::all_lag(cfg).await.expect("lag");
+        let behind: i64 = lags
+            .iter()
+            .filter(|(g, _)| g == group)
+            .flat_map(|(_, ps)| ps.iter().map(|p| p.lag()))
+            .sum();
+        if behind == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{group} still {behind} behind after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Polls `/readyz` on `addr` until it answers `code` with `needle` in the body.
+pub async fn wait_readyz(addr: &str, code: u16, needle: &str, timeout: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some((c, body)) = http_get(addr, "/readyz") {
+            if c == code && body.contains(needle) {
+                return body;
+            }
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "/readyz did not answer {code} with {needle:?} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
