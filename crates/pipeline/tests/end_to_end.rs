@@ -5,6 +5,8 @@
 //! The test uses its own topic prefix, consumer groups, Postgres schema and
 //! id prefix, so it can run beside a demo or other tests.
 
+mod common;
+
 use std::time::Duration;
 
 use novyra_core::keys;
@@ -25,25 +27,6 @@ fn test_config(tag: &str) -> Config {
     cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
     cfg.pipeline.max_batch = 500;
     cfg
-}
-
-async fn setup(cfg: &Config) {
-    novyra_store::migrate(&cfg.migrate_store())
-        .await
-        .expect("migrate");
-    novyra_kafka::topics::ensure(
-        &cfg.kafka(),
-        &cfg.topic_prefix,
-        &novyra_kafka::topics::pipeline_topics(-1),
-        1,
-    )
-    .await
-    .expect("topics");
-    Codec::new(&cfg.registry())
-        .expect("codec")
-        .register_all(&cfg.topic_prefix)
-        .await
-        .expect("schemas");
 }
 
 fn dlq_records(cfg: &Config) -> Vec<(String, String)> {
@@ -84,7 +67,7 @@ fn dlq_records(cfg: &Config) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_stores_every_distinct_attempt_and_mirrors_mastery_in_the_graph() {
     let cfg = test_config("e2e");
-    setup(&cfg).await;
+    common::setup(&cfg).await;
     let o = LoadgenOptions {
         concepts: 12,
         domains: 3,

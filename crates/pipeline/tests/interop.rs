@@ -3,12 +3,13 @@
 //! are ingested like the project's own. `make test` installs the client in
 //! `.stack/venv` and points `NOVYRA_PYTHON` at it.
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
-use novyra_registry::Codec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_from_confluent_python_client_are_ingested() {
@@ -17,22 +18,7 @@ async fn attempts_from_confluent_python_client_are_ingested() {
     cfg.topic_prefix = format!("{run_id}.");
     cfg.database.schema = Some(run_id.clone());
     cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    novyra_store::migrate(&cfg.migrate_store())
-        .await
-        .expect("migrate");
-    novyra_kafka::topics::ensure(
-        &cfg.kafka(),
-        &cfg.topic_prefix,
-        &novyra_kafka::topics::pipeline_topics(-1),
-        1,
-    )
-    .await
-    .expect("topics");
-    let ids = Codec::new(&cfg.registry())
-        .expect("codec")
-        .register_all(&cfg.topic_prefix)
-        .await
-        .expect("schemas");
+    let ids = common::setup(&cfg).await;
     let attempts_id = ids
         .iter()
         .find(|(s, _)| s.ends_with("attempts-value"))

@@ -2,6 +2,8 @@
 //! reason, source topic, partition and offset, and the partition moves on:
 //! the good records around the poison are stored.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -58,22 +60,8 @@ fn dlq(cfg: &Config, expect: usize) -> Vec<BTreeMap<String, String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advances_offset_past_every_kind_of_poison() {
     let cfg = test_config();
-    novyra_store::migrate(&cfg.migrate_store())
-        .await
-        .expect("migrate");
-    novyra_kafka::topics::ensure(
-        &cfg.kafka(),
-        &cfg.topic_prefix,
-        &novyra_kafka::topics::pipeline_topics(-1),
-        1,
-    )
-    .await
-    .expect("topics");
+    common::setup(&cfg).await;
     let codec = Codec::new(&cfg.registry()).expect("codec");
-    codec
-        .register_all(&cfg.topic_prefix)
-        .await
-        .expect("schemas");
     let producer = cfg.kafka().producer().expect("producer");
     let topic = cfg.topic("attempts");
     let user = format!("{}-u1", cfg.topic_prefix);

@@ -4,6 +4,8 @@
 //! ends equal to what the topics and Postgres say, and a second run finds
 //! nothing.
 
+mod common;
+
 use std::time::Duration;
 
 use neo4rs::query;
@@ -11,7 +13,6 @@ use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::{reconcile, ReconcileOptions, Report};
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
-use novyra_registry::Codec;
 
 fn test_config() -> Config {
     let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
@@ -49,22 +50,7 @@ async fn exec(g: &neo4rs::Graph, q: neo4rs::Query) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_repairs_exactly_the_injected_drift() {
     let cfg = test_config();
-    novyra_store::migrate(&cfg.migrate_store())
-        .await
-        .expect("migrate");
-    novyra_kafka::topics::ensure(
-        &cfg.kafka(),
-        &cfg.topic_prefix,
-        &novyra_kafka::topics::pipeline_topics(-1),
-        1,
-    )
-    .await
-    .expect("topics");
-    Codec::new(&cfg.registry())
-        .expect("codec")
-        .register_all(&cfg.topic_prefix)
-        .await
-        .expect("schemas");
+    common::setup(&cfg).await;
     let p = format!("{}-", cfg.topic_prefix.trim_end_matches('.'));
     let o = LoadgenOptions {
         concepts: 12,

@@ -3,6 +3,8 @@
 //! consumer) ingests v2 events, and a v2 consumer reads v1 events with the
 //! new field at its default. An incompatible change is refused.
 
+mod common;
+
 use std::time::Duration;
 
 use novyra_core::ConceptAttempted;
@@ -40,19 +42,8 @@ async fn v1_and_v2_consumers_read_each_others_events() {
     cfg.topic_prefix = format!("{run}.");
     cfg.database.schema = Some(run.clone());
     cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    novyra_store::migrate(&cfg.migrate_store())
-        .await
-        .expect("migrate");
-    novyra_kafka::topics::ensure(
-        &cfg.kafka(),
-        &cfg.topic_prefix,
-        &novyra_kafka::topics::pipeline_topics(-1),
-        1,
-    )
-    .await
-    .expect("topics");
     let codec = Codec::new(&cfg.registry()).expect("codec");
-    let ids = codec.register_all(&cfg.topic_prefix).await.expect("v1");
+    let ids = common::setup(&cfg).await;
     let topic = cfg.topic("attempts");
     let subject = format!("{topic}-value");
     let v1_id = ids

@@ -2,6 +2,8 @@
 //! and in Neo4j: a concept (with its edges), a prerequisite link, and a
 //! mastery edge.
 
+mod common;
+
 use std::time::Duration;
 
 use novyra_core::keys;
@@ -9,7 +11,6 @@ use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
-use novyra_registry::Codec;
 
 async fn run_until_idle(cfg: &Config) {
     tokio::time::timeout(
@@ -33,22 +34,7 @@ async fn tombstones_delete_concepts_links_and_mastery_edges() {
     cfg.topic_prefix = format!("{run_id}.");
     cfg.database.schema = Some(run_id.clone());
     cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    novyra_store::migrate(&cfg.migrate_store())
-        .await
-        .expect("migrate");
-    novyra_kafka::topics::ensure(
-        &cfg.kafka(),
-        &cfg.topic_prefix,
-        &novyra_kafka::topics::pipeline_topics(-1),
-        1,
-    )
-    .await
-    .expect("topics");
-    Codec::new(&cfg.registry())
-        .expect("codec")
-        .register_all(&cfg.topic_prefix)
-        .await
-        .expect("schemas");
+    common::setup(&cfg).await;
     let o = LoadgenOptions {
         concepts: 6,
         domains: 2,
