@@ -195,24 +195,55 @@ pub async fn consume<S: ChangeSink + Sync>(
             .with_label_values(&[group])
             .inc_by(msgs.len() as u64);
         let mut changes = Vec::with_capacity(msgs.len());
+        let mut good = Vec::with_capacity(msgs.len());
         let mut refused = Vec::new();
-        for m in &msgs {
+        for (i, m) in msgs.iter().enumerate() {
             match decode_change(cfg, &codec, health, &stop, m).await? {
-                Ok(c) => changes.push(c),
+                Ok(c) => {
+                    changes.push(c);
+                    good.push(i);
+                }
                 Err(r) => refused.push(r),
             }
         }
         if !refused.is_empty() {
             send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
         }
-        let applied = changes.len() as u64;
+        let mut applied = changes.len() as u64;
         let batch = sink.prepare(changes);
         let started = Instant::now();
-        retry(health, S::DEPENDENCY, &stop, S::retryable, || {
+        let written = retry(health, S::DEPENDENCY, &stop, S::retryable, || {
             sink.write(&batch)
         })
-        .await
-        .map_err(Into::into)?;
+        .await;
+        drop(batch);
+        let rejected = match written {
+            Ok(()) => Vec::new(),
+            Err(e) if S::retryable(&e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(group, error = %e, "batch rejected; isolating the records at fault");
+                let mut again = Vec::with_capacity(good.len());
+                for &i in &good {
+                    if let Ok(c) = decode_change(cfg, &codec, health, &stop, &msgs[i]).await? {
+                        again.push((i, c));
+                    }
+                }
+                isolate(sink, health, &stop, again).await?
+            }
+        };
+        if !rejected.is_empty() {
+            applied -= rejected.len() as u64;
+            let refused: Vec<Refused> = rejected
+                .into_iter()
+                .map(|(i, message)| Refused {
+                    msg: msgs[i].clone(),
+                    stage: "write",
+                    class: "write_rejected",
+                    message,
+                })
+                .collect();
+            send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
+        }
         health
             .batch_seconds
             .with_label_values(&[group])
@@ -222,9 +253,48 @@ pub async fn consume<S: ChangeSink + Sync>(
             .with_label_values(&[group])
             .observe(msgs.len() as f64);
         health.committed.with_label_values(&[group]).inc_by(applied);
+        health.observe_end_to_end(group, &msgs);
         store_offsets(&consumer, &msgs);
     }
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     tracing::info!(group, "worker stopped");
     Ok(())
+}
+
+/// After the downstream refused a whole batch for a reason retrying will
+/// not fix (a constraint, a value it cannot store), finds the records at
+/// fault by halving: halves are written in topic order, a half that fails
+/// is split again, and a single change that fails is returned with the
+/// reason, for the DLQ. Everything else is written, so one bad record
+/// costs O(log n) extra writes, not the batch.
+async fn isolate<S: ChangeSink + Sync>(
+    sink: &S,
+    health: &Health,
+    stop: &CancellationToken,
+    changes: Vec<(usize, Change)>,
+) -> Result<Vec<(usize, String)>, WorkerError> {
+    let mut rejected = Vec::new();
+    // A stack of ranges, the earliest on top, so writes keep topic order.
+    let mut todo = vec![0..changes.len()];
+    while let Some(r) = todo.pop() {
+        if r.is_empty() {
+            continue;
+        }
+        let batch = sink.prepare(changes[r.clone()].iter().map(|(_, c)| c.clone()).collect());
+        match retry(health, S::DEPENDENCY, stop, S::retryable, || {
+            sink.write(&batch)
+        })
+        .await
+        {
+            Ok(()) => {}
+            Err(e) if S::retryable(&e) => return Err(e.into()),
+            Err(e) if r.len() == 1 => rejected.push((changes[r.start].0, e.to_string())),
+            Err(_) => {
+                let mid = r.start + r.len() / 2;
+                todo.push(mid..r.end);
+                todo.push(r.start..mid);
+            }
+        }
+    }
+    Ok(rejected)
 }

@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use novyra_core::ConceptAttempted;
 use novyra_kafka::dlq::header;
-use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use novyra_kafka::rdkafka::message::{Headers, Message};
 use novyra_kafka::rdkafka::producer::FutureRecord;
-use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
@@ -24,37 +21,6 @@ fn test_config() -> Config {
     cfg.database.schema = Some(run);
     cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
     cfg
-}
-
-/// A DLQ record's headers, by name.
-fn dlq(cfg: &Config, expect: usize) -> Vec<BTreeMap<String, String>> {
-    let c: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
-    let topic = cfg.topic("dlq");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    c.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while out.len() < expect && std::time::Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(500)) {
-            let m = m.expect("dlq read");
-            let h = m.headers().expect("dlq records carry headers");
-            out.push(
-                h.iter()
-                    .map(|x| {
-                        (
-                            x.key.to_owned(),
-                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +129,7 @@ async fn advances_offset_past_every_kind_of_poison() {
     assert_eq!(stored.get(&partition), Some(&(last + 1)));
 
     let poison: Vec<_> = sent.iter().filter(|s| s.2 != "stored").collect();
-    let got = dlq(&cfg, poison.len());
+    let got = common::dlq(&cfg, poison.len());
     assert_eq!(
         got.len(),
         poison.len(),

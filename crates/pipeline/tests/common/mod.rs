@@ -3,6 +3,12 @@
 
 #![allow(dead_code, missing_docs)]
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use novyra_kafka::rdkafka::message::{Headers, Message};
+use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_pipeline::Config;
 use novyra_registry::Codec;
 
@@ -25,4 +31,36 @@ pub async fn setup(cfg: &Config) -> Vec<(String, u32)> {
         .register_all(&cfg.topic_prefix)
         .await
         .expect("schemas")
+}
+
+/// The headers of the first `expect` DLQ records (or fewer after 20 s), by
+/// name.
+pub fn dlq(cfg: &Config, expect: usize) -> Vec<BTreeMap<String, String>> {
+    let c: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
+    let topic = cfg.topic("dlq");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < expect && std::time::Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(500)) {
+            let m = m.expect("dlq read");
+            let h = m.headers().expect("dlq records carry headers");
+            out.push(
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_owned(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
 }
