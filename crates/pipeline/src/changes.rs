@@ -275,7 +275,8 @@ async fn isolate<S: ChangeSink + Sync>(
 ) -> Result<Vec<(usize, String)>, WorkerError> {
     let mut rejected = Vec::new();
     // A stack of ranges, the earliest on top, so writes keep topic order.
-    let mut todo: Vec<std::ops::Range<usize>> = Vec::from([0..changes.len()]);
+    let mut todo = Vec::new();
+    todo.push(0..changes.len());
     while let Some(r) = todo.pop() {
         if r.is_empty() {
             continue;
