@@ -13,6 +13,7 @@
 //! - peak RSS of the worker process (`VmHWM`).
 
 mod baseline;
+mod graph;
 mod measure;
 
 use std::path::PathBuf;

@@ -38,26 +38,43 @@ pub struct Options {
     baseline_latency_secs: u64,
     /// Keep the benchmark's topics and schemas instead of dropping them.
     #[arg(long)]
-    keep: bool,
+    pub(crate) keep: bool,
+    /// Run only this part (both by default).
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    #[command(flatten)]
+    pub(crate) graph: crate::graph::GraphOptions,
+}
+
+/// The benchmark's parts.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq)]
+enum Part {
+    /// Attempts into Postgres.
+    Ingest,
+    /// Mastery edges into Neo4j, and reconcile.
+    Graph,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Worker {
+pub(crate) enum Worker {
     Ingest,
     Baseline,
+    Graph,
 }
 
 impl Worker {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Worker::Ingest => "novyra ingest",
             Worker::Baseline => "baseline (1 row per tx)",
+            Worker::Graph => "novyra graph",
         }
     }
-    fn group_suffix(self) -> &'static str {
+    pub(crate) fn group_suffix(self) -> &'static str {
         match self {
             Worker::Ingest => novyra_pipeline::ingest::GROUP,
             Worker::Baseline => crate::baseline::GROUP,
+            Worker::Graph => novyra_pipeline::graph_sink::GROUP,
         }
     }
 }
@@ -74,13 +91,33 @@ struct Figures {
     rss_mib: f64,
 }
 
-/// Runs both workers and prints the report.
+/// The ingest's end-to-end latency histogram.
+const E2E: &str = "novyra_end_to_end_latency_seconds";
+
+/// Runs the selected parts and prints their reports.
 pub async fn run(cfg: &Config, o: &Options, novyra: &Path, me: &Path) -> anyhow::Result<()> {
     let stamp = format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S"));
     println!("{}", machine());
+    if o.only.is_none_or(|p| p == Part::Ingest) {
+        ingest(cfg, o, novyra, me, &stamp).await?;
+    }
+    if o.only.is_none_or(|p| p == Part::Graph) {
+        crate::graph::run(cfg, o, novyra, me, &stamp).await?;
+    }
+    Ok(())
+}
+
+/// The ingest against the one-row-per-transaction baseline.
+async fn ingest(
+    cfg: &Config,
+    o: &Options,
+    novyra: &Path,
+    me: &Path,
+    stamp: &str,
+) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for w in [Worker::Ingest, Worker::Baseline] {
-        let f = measure(cfg, o, w, &stamp, novyra, me).await?;
+        let f = measure(cfg, o, w, stamp, novyra, me).await?;
         rows.push((w, f));
     }
     println!();
@@ -115,7 +152,7 @@ pub async fn run(cfg: &Config, o: &Options, novyra: &Path, me: &Path) -> anyhow:
     Ok(())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -152,13 +189,10 @@ async fn measure(
     novyra: &Path,
     me: &Path,
 ) -> anyhow::Result<Figures> {
-    let (n, secs) = match w {
-        Worker::Ingest => (o.attempts, o.latency_secs),
-        Worker::Baseline => (o.baseline_attempts, o.baseline_latency_secs),
-    };
-    let tag = match w {
-        Worker::Ingest => "i",
-        Worker::Baseline => "b",
+    let (n, secs, tag) = match w {
+        Worker::Ingest => (o.attempts, o.latency_secs, "i"),
+        Worker::Baseline => (o.baseline_attempts, o.baseline_latency_secs, "b"),
+        Worker::Graph => anyhow::bail!("the graph sink is measured by the graph part"),
     };
     let mut f = Figures::default();
 
@@ -169,38 +203,11 @@ async fn measure(
     publish(&cfg, o, n, 0, "t").await?;
     let mut child = Worker::spawn(w, &cfg, novyra, me)?;
     let group = cfg.group(w.group_suffix());
-    let addr = cfg.pipeline.metrics_addr.clone();
-    let timeout = Duration::from_secs(120 + n as u64 / 100);
-    let started = Instant::now();
-    let mut first: Option<(Instant, f64)> = None;
-    let mut last = (Instant::now(), 0.0);
-    loop {
-        check_alive(&mut child, w)?;
-        if started.elapsed() > timeout {
-            bail!(
-                "{}: only {} of {n} committed after {timeout:?}",
-                w.label(),
-                last.1
-            );
-        }
-        let c = scrape(&addr)
-            .await
-            .map(|m| committed(&m, &group))
-            .unwrap_or(0.0);
-        let now = Instant::now();
-        if c > 0.0 && first.is_none() {
-            first = Some((now, c));
-        }
-        last = (now, c);
-        if c >= n as f64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (t0, c0) = first.unwrap_or((started, 0.0));
+    let (seconds, throughput) =
+        drain(&mut child, w, &cfg.pipeline.metrics_addr, &group, n as f64).await?;
     f.attempts = n as u64;
-    f.seconds = last.0.duration_since(t0).as_secs_f64();
-    f.throughput = (last.1 - c0) / f.seconds.max(1e-3);
+    f.seconds = seconds;
+    f.throughput = throughput;
     let rss1 = peak_rss_mib(&child);
     stop(child);
     eprintln!(
@@ -209,7 +216,7 @@ async fn measure(
         f.throughput,
         f.seconds
     );
-    cleanup(&cfg, o).await;
+    cleanup(&cfg, o.keep).await;
 
     // Latency at a fixed offered rate, the worker already warm.
     let cfg = prefixed(base, &format!("{stamp}{tag}l"));
@@ -246,19 +253,61 @@ async fn measure(
     )
     .await?;
     let after = scrape(&addr).await?;
-    let hist = histogram_delta(&before, &after, &group);
+    let hist = histogram_delta(&before, &after, E2E, &group);
     f.latency_n = hist.last().map_or(0, |b| b.1 as u64);
     f.p50 = quantile(&hist, 0.50);
     f.p95 = quantile(&hist, 0.95);
     f.p99 = quantile(&hist, 0.99);
     f.rss_mib = rss1.max(peak_rss_mib(&child));
     stop(child);
-    cleanup(&cfg, o).await;
+    cleanup(&cfg, o.keep).await;
     Ok(f)
 }
 
+/// Waits until `group` has committed `n` records and returns the seconds
+/// from its first commit to its last and the records/s between them (the
+/// group join and the first fetch are excluded).
+pub(crate) async fn drain(
+    child: &mut Child,
+    w: Worker,
+    addr: &str,
+    group: &str,
+    n: f64,
+) -> anyhow::Result<(f64, f64)> {
+    let timeout = Duration::from_secs(120 + n as u64 / 100);
+    let started = Instant::now();
+    let mut first: Option<(Instant, f64)> = None;
+    let mut last = (Instant::now(), 0.0);
+    loop {
+        check_alive(child, w)?;
+        if started.elapsed() > timeout {
+            bail!(
+                "{}: only {} of {n} committed after {timeout:?}",
+                w.label(),
+                last.1
+            );
+        }
+        let c = scrape(addr)
+            .await
+            .map(|m| committed(&m, group))
+            .unwrap_or(0.0);
+        let now = Instant::now();
+        if c > 0.0 && first.is_none() {
+            first = Some((now, c));
+        }
+        last = (now, c);
+        if c >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (t0, c0) = first.unwrap_or((started, 0.0));
+    let seconds = last.0.duration_since(t0).as_secs_f64();
+    Ok((seconds, (last.1 - c0) / seconds.max(1e-3)))
+}
+
 impl Worker {
-    fn spawn(self, cfg: &Config, novyra: &Path, me: &Path) -> anyhow::Result<Child> {
+    pub(crate) fn spawn(self, cfg: &Config, novyra: &Path, me: &Path) -> anyhow::Result<Child> {
         let log = std::env::temp_dir().join(format!(
             "{}-{}.log",
             cfg.topic_prefix.trim_end_matches('.'),
@@ -273,6 +322,11 @@ impl Worker {
             Worker::Baseline => {
                 let mut c = Command::new(me);
                 c.arg("baseline-worker");
+                c
+            }
+            Worker::Graph => {
+                let mut c = Command::new(novyra);
+                c.arg("graph");
                 c
             }
         };
@@ -290,7 +344,7 @@ impl Worker {
     }
 }
 
-fn prefixed(base: &Config, name: &str) -> Config {
+pub(crate) fn prefixed(base: &Config, name: &str) -> Config {
     let mut cfg = base.clone();
     cfg.topic_prefix = format!("{name}.");
     cfg.database.schema = Some(name.to_owned());
@@ -304,7 +358,7 @@ fn free_port() -> u16 {
         .map_or(9499, |a| a.port())
 }
 
-async fn setup(cfg: &Config) -> anyhow::Result<()> {
+pub(crate) async fn setup(cfg: &Config) -> anyhow::Result<()> {
     novyra_store::migrate(&cfg.migrate_store()).await?;
     novyra_kafka::topics::ensure(
         &cfg.kafka(),
@@ -319,8 +373,8 @@ async fn setup(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cleanup(cfg: &Config, o: &Options) {
-    if o.keep {
+pub(crate) async fn cleanup(cfg: &Config, keep: bool) {
+    if keep {
         return;
     }
     if let Err(e) = novyra_store::drop_schema(&cfg.migrate_store()).await {
@@ -377,7 +431,7 @@ async fn wait_committed(
     }
 }
 
-fn check_alive(child: &mut Child, w: Worker) -> anyhow::Result<()> {
+pub(crate) fn check_alive(child: &mut Child, w: Worker) -> anyhow::Result<()> {
     if let Some(status) = child.try_wait()? {
         bail!(
             "{} exited early: {status} (see its log in the temp dir)",
@@ -388,7 +442,7 @@ fn check_alive(child: &mut Child, w: Worker) -> anyhow::Result<()> {
 }
 
 /// SIGTERM, then SIGKILL after 10 s.
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -403,7 +457,7 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn peak_rss_mib(child: &Child) -> f64 {
+pub(crate) fn peak_rss_mib(child: &Child) -> f64 {
     std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .ok()
         .and_then(|s| {
@@ -416,7 +470,7 @@ fn peak_rss_mib(child: &Child) -> f64 {
 }
 
 /// The `/metrics` text exposition as (series with labels, value).
-async fn scrape(addr: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+pub(crate) async fn scrape(addr: &str) -> anyhow::Result<BTreeMap<String, f64>> {
     let addr = addr.to_owned();
     tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<String, f64>> {
         use std::io::{Read, Write};
@@ -452,12 +506,13 @@ fn committed(m: &BTreeMap<String, f64>, group: &str) -> f64 {
 }
 
 /// Cumulative latency buckets `(upper bound s, count)` of `after - before`.
-fn histogram_delta(
+pub(crate) fn histogram_delta(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
+    metric: &str,
     group: &str,
 ) -> Vec<(f64, f64)> {
-    let prefix = format!("novyra_end_to_end_latency_seconds_bucket{{group=\"{group}\",le=\"");
+    let prefix = format!("{metric}_bucket{{group=\"{group}\",le=\"");
     let mut out: Vec<(f64, f64)> = after
         .iter()
         .filter_map(|(k, v)| {
@@ -475,7 +530,7 @@ fn histogram_delta(
 }
 
 /// The `q` quantile, interpolated linearly inside its bucket.
-fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+pub(crate) fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
     let total = buckets.last().map_or(0.0, |b| b.1);
     if total <= 0.0 {
         return f64::NAN;
@@ -526,7 +581,7 @@ mod tests {
         );
         assert_eq!(committed(&after, "g"), 40.0);
         assert_eq!(
-            histogram_delta(&before, &after, "g"),
+            histogram_delta(&before, &after, E2E, "g"),
             vec![(0.5, 20.0), (f64::INFINITY, 30.0)]
         );
     }

@@ -25,7 +25,7 @@ use novyra_kafka::rdkafka::message::Message;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_registry::{Codec, EventKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::run::WorkerError;
 use crate::Config;
@@ -41,7 +41,7 @@ pub struct ReconcileOptions {
 }
 
 /// Drift found (and repaired unless dry-run), by kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// Concepts on the topic, not in the graph.
     pub missing_concept: u64,

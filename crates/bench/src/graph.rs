@@ -1,0 +1,387 @@
+//! The graph part of `make bench`: how fast `novyra graph` applies mastery
+//! updates to Neo4j, how long `novyra reconcile` takes over the resulting
+//! graph and how much memory it needs, and, in the same run, the naive
+//! writer it replaces: one `MERGE ... SET` statement per update, autocommit.
+//!
+//! The updates are synthetic `MasteryUpdated` records (random students and
+//! concepts, versions rising per key) published to the mastery topic before
+//! the worker starts, so the figure is the sink's own speed: decode,
+//! coalesce, `UNWIND` in one transaction per batch, store offsets.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use neo4rs::query;
+use novyra_core::{keys, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use novyra_pipeline::loadgen::{self, LoadgenOptions};
+use novyra_pipeline::reconcile::Report;
+use novyra_pipeline::Config;
+use novyra_registry::{Codec, EventKind};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::measure::{self, Options, Worker};
+
+/// Sizes of the graph benchmark.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GraphOptions {
+    /// Mastery updates applied by the graph sink.
+    #[arg(long, default_value_t = 200_000)]
+    graph_updates: usize,
+    /// Students the updates are spread over.
+    #[arg(long, default_value_t = 20_000)]
+    graph_users: usize,
+    /// Concepts the updates are spread over.
+    #[arg(long, default_value_t = 500)]
+    graph_concepts: usize,
+    /// Updates written by the one-statement-per-update baseline.
+    #[arg(long, default_value_t = 10_000)]
+    graph_baseline_updates: usize,
+}
+
+/// Runs the graph benchmark and prints its report.
+pub async fn run(
+    base: &Config,
+    o: &Options,
+    novyra: &Path,
+    me: &Path,
+    stamp: &str,
+) -> anyhow::Result<()> {
+    let g = &o.graph;
+    let cfg = measure::prefixed(base, &format!("{stamp}g"));
+    let p = format!("{}-", cfg.topic_prefix.trim_end_matches('.'));
+    measure::setup(&cfg).await?;
+    let result = measure_graph(&cfg, g, &p, novyra, me).await;
+    if !o.keep {
+        if let Err(e) = delete_prefixed(&cfg, &p).await {
+            eprintln!("[bench] could not delete the benchmark's graph nodes: {e}");
+        }
+    }
+    measure::cleanup(&cfg, o.keep).await;
+    let r = result?;
+
+    println!();
+    println!("| graph writer | updates | seconds | edges/s | p50 ms | p95 ms | p99 ms | latency of | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    for (label, w, unit) in [
+        (
+            "novyra graph (UNWIND per batch)",
+            &r.sink,
+            "one batch commit",
+        ),
+        (
+            "baseline (MERGE ... SET per update, autocommit)",
+            &r.baseline,
+            "one statement",
+        ),
+    ] {
+        println!(
+            "| {label} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {unit} | {} |",
+            w.updates,
+            w.seconds,
+            w.rate,
+            w.p50 * 1e3,
+            w.p95 * 1e3,
+            w.p99 * 1e3,
+            w.rss_mib.map_or("-".into(), |m| format!("{m:.0}")),
+        );
+    }
+    println!();
+    println!(
+        "reconcile over {} edges, {} concepts, {} links: {:.1} s, peak RSS {:.0} MiB, {} records read, drift {}",
+        r.edges, g.graph_concepts, r.links, r.reconcile_seconds, r.reconcile_rss_mib, r.report.records_read, r.report.drift()
+    );
+    println!(
+        "graph sink speed-up over the baseline: {:.1}x (target >= 10x)",
+        r.sink.rate / r.baseline.rate.max(f64::MIN_POSITIVE)
+    );
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    updates: usize,
+    seconds: f64,
+    rate: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    rss_mib: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct GraphFigures {
+    sink: Writer,
+    baseline: Writer,
+    edges: usize,
+    links: usize,
+    reconcile_seconds: f64,
+    reconcile_rss_mib: f64,
+    report: Report,
+}
+
+/// `n` updates over `users` × `concepts`, versions rising per key.
+fn updates(
+    g: &GraphOptions,
+    user_prefix: &str,
+    concept_prefix: &str,
+    n: usize,
+) -> Vec<MasteryUpdated> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut versions: HashMap<(usize, usize), i64> = HashMap::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    (0..n)
+        .map(|i| {
+            let u = rng.random_range(0..g.graph_users);
+            let c = rng.random_range(0..g.graph_concepts);
+            let v = versions.entry((u, c)).or_insert(0);
+            *v += 1;
+            MasteryUpdated {
+                user_id: format!("{user_prefix}u{u:05}"),
+                concept_id: format!("{concept_prefix}c{c:04}"),
+                mastery: (rng.random_range(0.0..1.0_f64) * 1e4).round() / 1e4,
+                version: *v,
+                attempts_total: *v,
+                attempts_correct: (*v + 1) / 2,
+                confidence_weight: 1.0,
+                last_event_id: format!("{user_prefix}e{i}"),
+                updated_at: now - (n - i) as i64,
+            }
+        })
+        .collect()
+}
+
+async fn measure_graph(
+    cfg: &Config,
+    g: &GraphOptions,
+    p: &str,
+    novyra: &Path,
+    me: &Path,
+) -> anyhow::Result<GraphFigures> {
+    let mut f = GraphFigures::default();
+    let codec = Codec::new(&cfg.registry())?;
+    let producer = cfg.kafka().producer()?;
+
+    // The curriculum, then the updates, all on the topics before the sink starts.
+    let lo = LoadgenOptions {
+        concepts: g.graph_concepts,
+        domains: 10,
+        students: g.graph_users,
+        attempts: 0,
+        seed: 42,
+        rate: 0,
+        days: 30,
+        id_prefix: p.to_owned(),
+    };
+    let c = loadgen::curriculum(&lo, chrono::Utc::now().timestamp_millis());
+    let concepts: Vec<(String, ConceptUpserted)> = c
+        .concepts
+        .iter()
+        .map(|x| (x.concept_id.clone(), x.clone()))
+        .collect();
+    let links: Vec<(String, PrerequisiteLinked)> = c
+        .links
+        .iter()
+        .map(|l| {
+            (
+                keys::prerequisite_key(&l.prerequisite_id, &l.concept_id),
+                l.clone(),
+            )
+        })
+        .collect();
+    f.links = links.len();
+    let ups = updates(g, p, p, g.graph_updates);
+    f.edges = ups
+        .iter()
+        .map(|m| (&m.user_id, &m.concept_id))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let keyed: Vec<(String, MasteryUpdated)> = ups
+        .into_iter()
+        .map(|m| (keys::mastery_key(&m.user_id, &m.concept_id), m))
+        .collect();
+    eprintln!(
+        "[bench] graph: preloading {} concepts, {} links, {} mastery updates",
+        concepts.len(),
+        links.len(),
+        keyed.len()
+    );
+    loadgen::publish(
+        &codec,
+        &producer,
+        &cfg.topic("concepts"),
+        EventKind::Concept,
+        &concepts,
+        0,
+        true,
+    )
+    .await?;
+    loadgen::publish(
+        &codec,
+        &producer,
+        &cfg.topic("prerequisites"),
+        EventKind::Prerequisite,
+        &links,
+        0,
+        true,
+    )
+    .await?;
+    loadgen::publish(
+        &codec,
+        &producer,
+        &cfg.topic("mastery"),
+        EventKind::Mastery,
+        &keyed,
+        0,
+        true,
+    )
+    .await?;
+    drop(keyed);
+
+    // The sink, cold, over everything.
+    let total = (concepts.len() + links.len() + g.graph_updates) as f64;
+    let mut child = Worker::Graph.spawn(cfg, novyra, me)?;
+    let group = cfg.group(Worker::Graph.group_suffix());
+    let addr = cfg.pipeline.metrics_addr.clone();
+    let drained = measure::drain(&mut child, Worker::Graph, &addr, &group, total).await;
+    let metrics = measure::scrape(&addr).await;
+    f.sink.rss_mib = Some(measure::peak_rss_mib(&child));
+    measure::stop(child);
+    let (seconds, rate) = drained?;
+    f.sink.updates = g.graph_updates;
+    f.sink.seconds = seconds;
+    f.sink.rate = rate;
+    let hist = measure::histogram_delta(
+        &Default::default(),
+        &metrics?,
+        "novyra_batch_write_seconds",
+        &group,
+    );
+    f.sink.p50 = measure::quantile(&hist, 0.50);
+    f.sink.p95 = measure::quantile(&hist, 0.95);
+    f.sink.p99 = measure::quantile(&hist, 0.99);
+    eprintln!(
+        "[bench] graph: {:.0} edges/s over {:.1} s",
+        f.sink.rate, f.sink.seconds
+    );
+
+    // Reconcile over that graph, as its own process.
+    eprintln!("[bench] graph: reconcile");
+    let (seconds, rss, report) = reconcile(cfg, novyra, p)?;
+    f.reconcile_seconds = seconds;
+    f.reconcile_rss_mib = rss;
+    f.report = report;
+
+    // The baseline, on users of its own.
+    eprintln!(
+        "[bench] graph: baseline, {} statements",
+        g.graph_baseline_updates
+    );
+    f.baseline = baseline(cfg, g, p).await?;
+    Ok(f)
+}
+
+/// Runs `novyra reconcile --json` and samples its peak RSS while it runs.
+fn reconcile(cfg: &Config, novyra: &Path, p: &str) -> anyhow::Result<(f64, f64, Report)> {
+    let started = Instant::now();
+    let mut child = Command::new(novyra)
+        .args(["reconcile", "--json", "--id-prefix", p])
+        .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
+        .env(
+            "NOVYRA_DB_SCHEMA",
+            cfg.database.schema.as_deref().unwrap_or(""),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting novyra reconcile")?;
+    let mut rss: f64 = 0.0;
+    // NB: VmHWM only grows, so the last sample before exit is the peak to
+    // within one sampling interval.
+    while child.try_wait()?.is_none() {
+        rss = rss.max(measure::peak_rss_mib(&child));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "novyra reconcile failed: {}",
+        out.status
+    );
+    let report: Report = serde_json::from_slice(&out.stdout).context("reconcile --json output")?;
+    Ok((seconds, rss, report))
+}
+
+/// One `MERGE ... SET` per update in its own autocommit transaction, the
+/// way a hand-written sink without batching does it.
+async fn baseline(cfg: &Config, g: &GraphOptions, p: &str) -> anyhow::Result<Writer> {
+    let neo = neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password)?;
+    let ups = updates(g, &format!("{p}base-"), p, g.graph_baseline_updates);
+    let mut took = Vec::with_capacity(ups.len());
+    let started = Instant::now();
+    for m in &ups {
+        let t = Instant::now();
+        neo.run(
+            query(
+                "MERGE (u:User {id: $user}) MERGE (c:Concept {id: $concept}) \
+                 MERGE (u)-[r:MASTERED_BY]->(c) \
+                 SET r.score = $score, r.version = $version, r.updatedAt = $at",
+            )
+            .param("user", m.user_id.as_str())
+            .param("concept", m.concept_id.as_str())
+            .param("score", m.mastery)
+            .param("version", m.version)
+            .param("at", m.updated_at),
+        )
+        .await?;
+        took.push(t.elapsed().as_secs_f64());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    took.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(Writer {
+        updates: ups.len(),
+        seconds,
+        rate: ups.len() as f64 / seconds.max(1e-3),
+        p50: pct(0.50),
+        p95: pct(0.95),
+        p99: pct(0.99),
+        rss_mib: None,
+    })
+}
+
+/// Deletes the benchmark's users and concepts, a page at a time (one
+/// transaction for 200,000 edges would need a large heap).
+async fn delete_prefixed(cfg: &Config, p: &str) -> anyhow::Result<()> {
+    let neo = neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password)?;
+    for label in ["User", "Concept"] {
+        loop {
+            let mut rows = neo
+                .execute(
+                    query(&format!(
+                        "MATCH (n:{label}) WHERE n.id STARTS WITH $p \
+                         WITH n LIMIT 2000 DETACH DELETE n RETURN count(*) AS n"
+                    ))
+                    .param("p", p),
+                )
+                .await?;
+            let mut n = 0_i64;
+            while let Some(r) = rows.next().await? {
+                n = r.get("n").unwrap_or(0);
+            }
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
