@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
-use novyra_pipeline::reconcile::{reconcile, ReconcileOptions};
+use novyra_pipeline::reconcile::Report;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_sink_rides_out_a_neo4j_outage() {
@@ -63,16 +63,17 @@ async fn graph_sink_rides_out_a_neo4j_outage() {
     terminate(graph);
     terminate(ingest);
 
-    let report = reconcile(
+    // The operator's check, as they would run it.
+    let prefix = format!("{}-", env.name);
+    let (code, out) = novyra(
         &env.cfg,
-        &ReconcileOptions {
-            dry_run: true,
-            id_prefix: format!("{}-", env.name),
-        },
-    )
-    .await
-    .expect("reconcile");
+        &["reconcile", "--dry-run", "--json", "--id-prefix", &prefix],
+    );
+    assert_eq!(code, 0, "reconcile --dry-run: {out}");
+    let report: Report = serde_json::from_str(out.trim()).expect("reconcile --json is a report");
     assert_eq!(report.drift(), 0, "{report:?}");
+    assert!(!report.repaired, "a dry run writes nothing");
+    assert!(report.records_read > 0, "{report:?}");
     let rows = mastery_table(&env.cfg).await;
     let edges = env
         .cfg

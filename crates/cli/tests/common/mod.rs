@@ -90,11 +90,22 @@ pub fn spawn_worker(
         .append(true)
         .open(dir.join(format!("{log_name}.log")))
         .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_novyra"))
+    command(cfg)
         .arg(worker)
         .arg("--config")
         .arg(&conf)
-        .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
+        .env("NOVYRA_METRICS_ADDR", metrics)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start novyra")
+}
+
+/// `novyra` pointed at `cfg`'s topics, schema and groups.
+pub fn command(cfg: &Config) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_novyra"));
+    c.env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
         .env(
             "NOVYRA_DB_SCHEMA",
             cfg.database.schema.as_deref().unwrap_or(""),
@@ -102,13 +113,23 @@ pub fn spawn_worker(
         .env(
             "NOVYRA_GROUP_PREFIX",
             cfg.group_prefix.as_deref().unwrap_or(""),
-        )
-        .env("NOVYRA_METRICS_ADDR", metrics)
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start novyra")
+        );
+    c
+}
+
+/// Runs `novyra args...` for `cfg` to completion; returns the exit code
+/// and stdout (stderr passes through to the test's output).
+pub fn novyra(cfg: &Config, args: &[&str]) -> (i32, String) {
+    let out = command(cfg)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run novyra");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// SIGTERM and wait (SIGKILL after 30 s).
