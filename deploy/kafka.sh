@@ -72,4 +72,12 @@ stop() { stop_pid kafka; }
 
 status() { if is_running kafka; then echo "kafka     up    127.0.0.1:$KAFKA_PORT"; else echo "kafka     down"; fi; }
 
-"${1:-status}"
+# Kafka's own command-line tools, e.g.
+#   deploy/kafka.sh groups --describe --group novyra-ingest
+#   deploy/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --topic novyra.attempts
+tool() { install >/dev/null; kjava "$@"; }
+groups() { tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"; }
+
+cmd="${1:-status}"
+shift || true
+"$cmd" "$@"

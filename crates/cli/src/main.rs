@@ -4,6 +4,7 @@
 
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +14,8 @@ use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
+
+mod lag;
 
 #[derive(Parser)]
 #[command(
@@ -84,12 +87,9 @@ enum Cmd {
         #[arg(long, default_value = "")]
         id_prefix: String,
     },
-    /// Consumer-group lag per partition.
-    Lag {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Consumer-group lag per partition: offsets, records, seconds, owner;
+    /// exit code 3 above a threshold.
+    Lag(lag::LagArgs),
     /// Print the pipeline summary and run the consistency checks.
     Summary {
         /// Number of attempts produced, to check against the rows stored.
@@ -338,7 +338,7 @@ async fn tombstones(cfg: &Config, topic: &str, keys_: &[String]) -> Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     init_logs(cli.log_json);
     let cfg = Config::load(cli.config.as_deref()).context("configuration")?;
@@ -532,26 +532,9 @@ async fn main() -> Result<()> {
                 );
             }
         }
-        Cmd::Lag { json } => {
-            for (group, parts) in run::all_lag(&cfg).await? {
-                for p in parts {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"group": group, "topic": p.topic, "partition": p.partition,
-                            "committed": p.committed, "end": p.high, "lag": p.lag()})
-                        );
-                    } else {
-                        println!(
-                            "{group:<16} {:<24} {:>3} committed {:>9} end {:>9} lag {:>7}",
-                            p.topic,
-                            p.partition,
-                            p.committed.map_or("-".into(), |c| c.to_string()),
-                            p.high,
-                            p.lag()
-                        );
-                    }
-                }
+        Cmd::Lag(a) => {
+            if !lag::lag(&cfg, &a).await? {
+                return Ok(ExitCode::from(lag::EXCEEDED));
             }
         }
         Cmd::Summary { expect_attempts } => {
@@ -598,5 +581,5 @@ async fn main() -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use novyra_kafka::lag::{group_lag, PartitionLag};
+use novyra_kafka::lag::{describe_group, group_lag, PartitionLag};
 use tokio_util::sync::CancellationToken;
 
 use crate::{catalog, graph_sink, ingest, relay, Config, Health};
@@ -66,11 +66,27 @@ pub fn groups(cfg: &Config) -> Vec<(String, Vec<String>)> {
 
 /// Lag of every group, as Kafka's own tools report it.
 pub async fn all_lag(cfg: &Config) -> Result<Vec<(String, Vec<PartitionLag>)>, WorkerError> {
+    lag_with(cfg, group_lag).await
+}
+
+/// [`all_lag`] with owners and seconds, for `novyra lag`.
+pub async fn describe_lag(cfg: &Config) -> Result<Vec<(String, Vec<PartitionLag>)>, WorkerError> {
+    lag_with(cfg, describe_group).await
+}
+
+async fn lag_with(
+    cfg: &Config,
+    f: fn(
+        &novyra_kafka::KafkaConfig,
+        &str,
+        &[String],
+    ) -> Result<Vec<PartitionLag>, novyra_kafka::KafkaError>,
+) -> Result<Vec<(String, Vec<PartitionLag>)>, WorkerError> {
     let kafka = cfg.kafka();
     let gs = groups(cfg);
     tokio::task::spawn_blocking(move || {
         gs.into_iter()
-            .map(|(g, topics)| group_lag(&kafka, &g, &topics).map(|l| (g, l)))
+            .map(|(g, topics)| f(&kafka, &g, &topics).map(|l| (g, l)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(WorkerError::from)
     })
