@@ -74,14 +74,14 @@ pub async fn describe_lag(cfg: &Config) -> Result<Vec<(String, Vec<PartitionLag>
     lag_with(cfg, describe_group).await
 }
 
-async fn lag_with(
-    cfg: &Config,
-    f: fn(
-        &novyra_kafka::KafkaConfig,
-        &str,
-        &[String],
-    ) -> Result<Vec<PartitionLag>, novyra_kafka::KafkaError>,
-) -> Result<Vec<(String, Vec<PartitionLag>)>, WorkerError> {
+/// How one group's lag is read.
+type LagFn = fn(
+    &novyra_kafka::KafkaConfig,
+    &str,
+    &[String],
+) -> Result<Vec<PartitionLag>, novyra_kafka::KafkaError>;
+
+async fn lag_with(cfg: &Config, f: LagFn) -> Result<Vec<(String, Vec<PartitionLag>)>, WorkerError> {
     let kafka = cfg.kafka();
     let gs = groups(cfg);
     tokio::task::spawn_blocking(move || {
