@@ -34,15 +34,8 @@ pub async fn lag(cfg: &Config, a: &LagArgs) -> Result<bool> {
     let mut ok = true;
     if !a.json {
         println!(
-            "{:<20} {:<28} {:>9} {:>14} {:>14} {:>8} {:>11}  {}",
-            "GROUP",
-            "TOPIC",
-            "PARTITION",
-            "CURRENT-OFFSET",
-            "LOG-END-OFFSET",
-            "LAG",
-            "LAG-SECONDS",
-            "CONSUMER-ID / HOST / CLIENT-ID"
+            "{:<20} {:<28} {:>9} {:>14} {:>14} {:>8} {:>11}  CONSUMER-ID / HOST / CLIENT-ID",
+            "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "LAG-SECONDS",
         );
     }
     for (group, parts) in run::describe_lag(cfg).await? {
