@@ -31,6 +31,7 @@ pub struct Ctx {
 impl Ctx {
     /// A context for `group`.
     pub fn new(group: &str, health: &Health) -> Self {
+        health.init_group(group);
         Self {
             generation: Arc::new(AtomicU64::new(0)),
             group: group.to_owned(),

@@ -167,8 +167,20 @@ impl Health {
         }
     }
 
+    /// Creates a group's series at zero, so dashboards and alerts see the
+    /// metric (and a rate of 0) before the first record, not "no data".
+    pub fn init_group(&self, group: &str) {
+        for c in [&self.consumed, &self.committed, &self.rebalances] {
+            c.with_label_values(&[group]);
+        }
+        for h in [&self.batch_seconds, &self.batch_size, &self.end_to_end] {
+            h.with_label_values(&[group]);
+        }
+    }
+
     /// Marks a dependency up (`None`) or down with the reason.
     pub fn set(&self, dep: &'static str, error: Option<String>) {
+        self.retries.with_label_values(&[dep]);
         self.dependency_down
             .with_label_values(&[dep])
             .set(i64::from(error.is_some()));

@@ -29,6 +29,7 @@ pub async fn run(
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
     let topic = cfg.topic("mastery");
+    health.relayed.with_label_values(&[&topic]);
     let mut delay = Duration::from_millis(100);
     while !stop.is_cancelled() {
         let (codec, producer, topic) = (&codec, &producer, topic.as_str());

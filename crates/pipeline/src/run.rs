@@ -203,6 +203,9 @@ pub async fn run(
         && cfg.pipeline.reconcile_interval_secs > 0)
         .then(|| {
             let (cfg, stop, health) = (cfg.clone(), stop.clone(), health.clone());
+            for (kind, _) in crate::reconcile::Report::default().kinds() {
+                health.reconcile_drift.with_label_values(&[kind]);
+            }
             tokio::spawn(async move {
                 let every = Duration::from_secs(cfg.pipeline.reconcile_interval_secs);
                 loop {
