@@ -16,6 +16,7 @@ use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
 
 mod lag;
+mod tail;
 
 #[derive(Parser)]
 #[command(
@@ -90,6 +91,9 @@ enum Cmd {
     /// Consumer-group lag per partition: offsets, records, seconds, owner;
     /// exit code 3 above a threshold.
     Lag(lag::LagArgs),
+    /// Print a topic's records decoded (JSON lines or a table); never joins
+    /// a group or commits.
+    Tail(tail::TailArgs),
     /// Print the pipeline summary and run the consistency checks.
     Summary {
         /// Number of attempts produced, to check against the rows stored.
@@ -532,6 +536,7 @@ async fn main() -> Result<ExitCode> {
                 );
             }
         }
+        Cmd::Tail(a) => tail::tail(&cfg, &a).await?,
         Cmd::Lag(a) => {
             if !lag::lag(&cfg, &a).await? {
                 return Ok(ExitCode::from(lag::EXCEEDED));
