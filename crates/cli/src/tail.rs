@@ -125,7 +125,7 @@ fn matches(rec: &Value, filters: &[(Vec<String>, String)]) -> bool {
         match v {
             Value::String(s) => s == want,
             Value::Null => want == "null",
-            other => other.to_string() == *want,
+            other => *other.to_string() == **want,
         }
     })
 }
@@ -322,11 +322,14 @@ mod tests {
     #[test]
     fn times_parse_in_three_forms() {
         let now = 1_800_000_000_000;
-        assert_eq!(parse_time("15m", now).unwrap(), now - 900_000);
-        assert_eq!(parse_time("2d", now).unwrap(), now - 2 * 86_400_000);
-        assert_eq!(parse_time("1700000000000", now).unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_time("15m", now).expect("parses"), now - 900_000);
+        assert_eq!(parse_time("2d", now).expect("parses"), now - 2 * 86_400_000);
         assert_eq!(
-            parse_time("2026-11-27T08:00:00Z", now).unwrap(),
+            parse_time("1700000000000", now).expect("parses"),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_time("2026-11-27T08:00:00Z", now).expect("parses"),
             1_795_766_400_000
         );
         assert!(parse_time("yesterday", now).is_err());
@@ -340,7 +343,7 @@ mod tests {
             "value": {"user_id": "u1", "correct": true, "rubric": {"rubric_id": "r"}}});
         let ok = |f: &[&str]| {
             let f: Vec<String> = f.iter().map(|s| s.to_string()).collect();
-            matches(&rec, &parse_filters(&f).unwrap())
+            matches(&rec, &parse_filters(&f).expect("parses"))
         };
         assert!(ok(&["user_id=u1", "partition=3", "correct=true"]));
         assert!(ok(&[

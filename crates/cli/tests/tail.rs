@@ -111,7 +111,7 @@ async fn tail_prints_decoded_records_and_never_joins_a_group() {
     // From a time, from an offset, by count, filtered.
     let offsets = |v: &[Value]| {
         v.iter()
-            .map(|r| r["offset"].as_i64().unwrap())
+            .map(|r| r["offset"].as_i64().expect("offset"))
             .collect::<Vec<_>>()
     };
     assert_eq!(
