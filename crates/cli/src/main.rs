@@ -15,6 +15,7 @@ use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
 
+mod dlq;
 mod lag;
 mod tail;
 
@@ -94,6 +95,11 @@ enum Cmd {
     /// Print a topic's records decoded (JSON lines or a table); never joins
     /// a group or commits.
     Tail(tail::TailArgs),
+    /// Dead letters: list them, or replay chosen ones to their source topic.
+    Dlq {
+        #[command(subcommand)]
+        cmd: dlq::DlqCmd,
+    },
     /// Print the pipeline summary and run the consistency checks.
     Summary {
         /// Number of attempts produced, to check against the rows stored.
@@ -537,6 +543,7 @@ async fn main() -> Result<ExitCode> {
             }
         }
         Cmd::Tail(a) => tail::tail(&cfg, &a).await?,
+        Cmd::Dlq { cmd } => dlq::run(&cfg, &cmd).await?,
         Cmd::Lag(a) => {
             if !lag::lag(&cfg, &a).await? {
                 return Ok(ExitCode::from(lag::EXCEEDED));
