@@ -17,6 +17,7 @@ use novyra_registry::{Codec, EventKind};
 
 mod dlq;
 mod lag;
+mod replay;
 mod tail;
 
 #[derive(Parser)]
@@ -95,6 +96,9 @@ enum Cmd {
     /// Print a topic's records decoded (JSON lines or a table); never joins
     /// a group or commits.
     Tail(tail::TailArgs),
+    /// Rebuild Postgres (into an empty schema) and/or Neo4j from the topics,
+    /// with progress; --verify compares with the live tables (exit 3 if not equal).
+    Replay(replay::ReplayArgs),
     /// Dead letters: list them, or replay chosen ones to their source topic.
     Dlq {
         #[command(subcommand)]
@@ -543,6 +547,11 @@ async fn main() -> Result<ExitCode> {
             }
         }
         Cmd::Tail(a) => tail::tail(&cfg, &a).await?,
+        Cmd::Replay(a) => {
+            if !replay::replay(&cfg, &a).await? {
+                return Ok(ExitCode::from(replay::DIFFERENT));
+            }
+        }
         Cmd::Dlq { cmd } => dlq::run(&cfg, &cmd).await?,
         Cmd::Lag(a) => {
             if !lag::lag(&cfg, &a).await? {

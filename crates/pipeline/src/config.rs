@@ -129,6 +129,10 @@ pub struct PipelineSection {
     /// Seconds between reconciliations inside `novyra run` (and `novyra
     /// graph`); 0 turns them off. Default: nightly.
     pub reconcile_interval_secs: u64,
+    /// Whether the ingest relays its outbox to the mastery topic. Off only
+    /// for a replay into another schema, whose mastery updates the live
+    /// topic already holds.
+    pub relay: bool,
 }
 
 impl Default for Config {
@@ -196,6 +200,7 @@ impl Default for PipelineSection {
             metrics_addr: "127.0.0.1:9464".into(),
             mastery_threshold: 0.95,
             reconcile_interval_secs: 86_400,
+            relay: true,
         }
     }
 }

@@ -105,8 +105,11 @@ fn spawn(
     match w {
         Worker::Ingest => {
             let (c2, h2, s2) = (cfg.clone(), health.clone(), stop.clone());
+            let relay = cfg.pipeline.relay;
             set.spawn(async move { ingest::run(&cfg, &health, stop).await });
-            set.spawn(async move { relay::run(&c2, &h2, s2).await });
+            if relay {
+                set.spawn(async move { relay::run(&c2, &h2, s2).await });
+            }
         }
         Worker::Catalog => {
             set.spawn(async move { catalog::run(&cfg, &health, stop).await });
@@ -182,10 +185,12 @@ pub async fn run(
                     .iter()
                     .filter(|(g, _)| running.contains(g))
                     .all(|(_, ps)| ps.iter().all(|p| p.lag() == 0)));
-                let outbox_empty = match &store {
-                    Some(s) => matches!(s.outbox_len().await, Ok(0)),
-                    None => false,
-                };
+                // Without a relay (a replay) nothing drains the outbox.
+                let outbox_empty = !cfg.pipeline.relay
+                    || match &store {
+                        Some(s) => matches!(s.outbox_len().await, Ok(0)),
+                        None => false,
+                    };
                 idle_rounds = if lag_zero && outbox_empty {
                     idle_rounds + 1
                 } else {

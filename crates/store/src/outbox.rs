@@ -91,6 +91,15 @@ impl Store {
             .collect())
     }
 
+    /// Empties the outbox: after a replay into another schema its rows are
+    /// updates the live mastery topic already has.
+    pub async fn clear_outbox(&self) -> Result<usize, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(diesel::delete(mastery_outbox::table)
+            .execute(&mut c)
+            .await?)
+    }
+
     /// Rows waiting in the outbox.
     pub async fn outbox_len(&self) -> Result<i64, StoreError> {
         let mut c = self.conn().await?;
