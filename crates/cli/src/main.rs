@@ -172,6 +172,9 @@ enum DbCmd {
         #[arg(long, value_name = "DATE")]
         detach_before: Option<chrono::NaiveDate>,
     },
+    /// Refresh the analysts' leaderboard now (the ingest does it every
+    /// pipeline.leaderboard_refresh_secs).
+    RefreshLeaderboard,
 }
 
 #[derive(Args, Clone)]
@@ -455,6 +458,14 @@ async fn main() -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        Cmd::Db {
+            cmd: DbCmd::RefreshLeaderboard,
+        } => {
+            novyra_store::Store::new(&cfg.store())?
+                .refresh_leaderboard()
+                .await?;
+            println!("leaderboard refreshed");
         }
         Cmd::Db {
             cmd: DbCmd::Migrate,

@@ -133,6 +133,9 @@ pub struct PipelineSection {
     /// for a replay into another schema, whose mastery updates the live
     /// topic already holds.
     pub relay: bool,
+    /// Seconds between refreshes of the `leaderboard` materialized view by
+    /// the ingest worker; 0 turns them off. Default: 5 minutes.
+    pub leaderboard_refresh_secs: u64,
 }
 
 impl Default for Config {
@@ -201,6 +204,7 @@ impl Default for PipelineSection {
             mastery_threshold: 0.95,
             reconcile_interval_secs: 86_400,
             relay: true,
+            leaderboard_refresh_secs: 300,
         }
     }
 }

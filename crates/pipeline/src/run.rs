@@ -106,6 +106,10 @@ fn spawn(
         Worker::Ingest => {
             let (c2, h2, s2) = (cfg.clone(), health.clone(), stop.clone());
             let relay = cfg.pipeline.relay;
+            if cfg.pipeline.leaderboard_refresh_secs > 0 {
+                let (c3, s3) = (cfg.clone(), stop.clone());
+                set.spawn(async move { refresh_leaderboard(&c3, s3).await });
+            }
             set.spawn(async move { ingest::run(&cfg, &health, stop).await });
             if relay {
                 set.spawn(async move { relay::run(&c2, &h2, s2).await });
@@ -116,6 +120,28 @@ fn spawn(
         }
         Worker::Graph => {
             set.spawn(async move { graph_sink::run(&cfg, &health, stop).await });
+        }
+    }
+}
+
+/// Refreshes the analysts' leaderboard every
+/// `pipeline.leaderboard_refresh_secs` until `stop`. A failed refresh is
+/// logged and retried next time: the old contents stay readable.
+async fn refresh_leaderboard(cfg: &Config, stop: CancellationToken) -> Result<(), WorkerError> {
+    let store = novyra_store::Store::new(&cfg.store())?;
+    let every = Duration::from_secs(cfg.pipeline.leaderboard_refresh_secs);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+        let started = std::time::Instant::now();
+        match store.refresh_leaderboard().await {
+            Ok(()) => tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "leaderboard refreshed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "leaderboard refresh failed"),
         }
     }
 }

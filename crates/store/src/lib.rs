@@ -5,6 +5,7 @@
 //! Query functions take `&Store` (a pool); each opens its own transaction
 //! where atomicity matters.
 
+pub mod analytics;
 pub mod catalog;
 mod db;
 pub mod ingest;
