@@ -15,6 +15,7 @@ use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
 
+mod backup;
 mod dlq;
 mod lag;
 mod replay;
@@ -96,6 +97,14 @@ enum Cmd {
     /// Print a topic's records decoded (JSON lines or a table); never joins
     /// a group or commits.
     Tail(tail::TailArgs),
+    /// Rewind a consumer group to the start of its topics (the catalog
+    /// after a Postgres restore: it re-applies the compacted topics). The
+    /// group's workers must be stopped.
+    Rewind {
+        /// Group suffix: catalog or graph.
+        #[arg(long)]
+        group: String,
+    },
     /// Rebuild Postgres (into an empty schema) and/or Neo4j from the topics,
     /// with progress; --verify compares with the live tables (exit 3 if not equal).
     Replay(replay::ReplayArgs),
@@ -154,6 +163,20 @@ enum GraphCmd {
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Export the graph as JSON lines (logical backup) and print a checksum.
+    Export {
+        /// Output file; `-` for stdout.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only ids starting with this.
+        #[arg(long, default_value = "")]
+        id_prefix: String,
+    },
+    /// Import an export (idempotent MERGEs; newer mastery edges are kept).
+    Import {
+        /// The export file.
+        file: PathBuf,
     },
 }
 
@@ -375,6 +398,12 @@ async fn main() -> Result<ExitCode> {
             run::run(&cfg, &[Worker::Graph], false, shutdown_token()).await?
         }
         Cmd::Graph {
+            query: Some(GraphCmd::Export { out, id_prefix }),
+        } => backup::export(&cfg, &out, &id_prefix).await?,
+        Cmd::Graph {
+            query: Some(GraphCmd::Import { file }),
+        } => backup::import(&cfg, &file).await?,
+        Cmd::Graph {
             query: Some(GraphCmd::Next { user, limit, json }),
         } => {
             let g = cfg.graph()?;
@@ -558,6 +587,22 @@ async fn main() -> Result<ExitCode> {
             }
         }
         Cmd::Tail(a) => tail::tail(&cfg, &a).await?,
+        Cmd::Rewind { group } => {
+            let name = cfg.group(&group);
+            let Some((_, topics)) = run::groups(&cfg).into_iter().find(|(g, _)| *g == name) else {
+                bail!("--group {group}: not one of the pipeline's groups");
+            };
+            if group == novyra_pipeline::ingest::GROUP {
+                bail!("the ingest's offsets live in Postgres; it realigns by itself");
+            }
+            let kafka = cfg.kafka();
+            let g2 = name.clone();
+            let n = tokio::task::spawn_blocking(move || {
+                novyra_kafka::lag::rewind_group(&kafka, &g2, &topics)
+            })
+            .await??;
+            println!("rewound {name} to the beginning of {n} partition(s)");
+        }
         Cmd::Replay(a) => {
             if !replay::replay(&cfg, &a).await? {
                 return Ok(ExitCode::from(replay::DIFFERENT));

@@ -7,10 +7,12 @@
 //! older version never overwrites a newer one, so redelivery and reordering
 //! are harmless.
 
+mod backup;
 mod queries;
 mod snapshot;
 mod writes;
 
+pub use backup::{GraphCountsByKind, GraphRecord};
 pub use queries::{
     learnable_order, GraphCounts, NextConcept, PathStep, WeakConcept, MAX_PATH_HOPS,
 };

@@ -21,6 +21,8 @@ pub struct ConceptNode {
     pub domain: Option<String>,
     /// Difficulty.
     pub difficulty: Option<f64>,
+    /// The concept event's time (ms), if it has arrived.
+    pub updated_at: Option<i64>,
 }
 
 /// A `MASTERED_BY` edge as stored.
@@ -34,6 +36,8 @@ pub struct MasteryEdgeState {
     pub score: f64,
     /// Version.
     pub version: i64,
+    /// The mastery event's time (ms).
+    pub updated_at: Option<i64>,
 }
 
 impl GraphStore {
@@ -48,7 +52,8 @@ impl GraphStore {
                     query(
                         "MATCH (c:Concept) WHERE c.id STARTS WITH $p AND c.id > $after \
                          RETURN c.id AS id, c.name AS name, c.domain AS domain, \
-                         c.difficulty AS difficulty ORDER BY c.id LIMIT $page",
+                         c.difficulty AS difficulty, c.updatedAt AS updated_at \
+                         ORDER BY c.id LIMIT $page",
                     )
                     .param("p", prefix)
                     .param("after", after.as_str())
@@ -62,6 +67,7 @@ impl GraphStore {
                     name: r.get("name").ok(),
                     domain: r.get("domain").ok(),
                     difficulty: r.get("difficulty").ok(),
+                    updated_at: r.get("updated_at").ok(),
                 });
             }
             match out.last() {
@@ -131,7 +137,8 @@ impl GraphStore {
                 .execute(
                     query(
                         "MATCH (u:User)-[r:MASTERED_BY]->(c:Concept) WHERE u.id IN $ids \
-                         RETURN u.id AS u, c.id AS c, r.score AS s, r.version AS v",
+                         RETURN u.id AS u, c.id AS c, r.score AS s, r.version AS v, \
+                         r.updatedAt AS t",
                     )
                     .param("ids", ids),
                 )
@@ -142,6 +149,7 @@ impl GraphStore {
                     concept: r.get("c")?,
                     score: r.get("s")?,
                     version: r.get("v")?,
+                    updated_at: r.get("t").ok(),
                 });
             }
             after = last;

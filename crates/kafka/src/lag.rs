@@ -228,6 +228,31 @@ fn lag_seconds(cfg: &KafkaConfig, rows: &mut [PartitionLag]) -> Result<(), Kafka
     Ok(())
 }
 
+/// Commits each partition's low watermark (earliest offset) as `group`'s
+/// offset on `topics`, so the group re-reads them from the beginning; for
+/// the catalog after a Postgres restore. Kafka accepts it only while the
+/// group has no active members. Blocking. Returns the partitions reset.
+pub fn rewind_group(
+    cfg: &KafkaConfig,
+    group: &str,
+    topics: &[String],
+) -> Result<usize, KafkaError> {
+    use rdkafka::consumer::CommitMode;
+    let timeout = Duration::from_secs(10);
+    let mut c = cfg.reader_config();
+    c.set("group.id", group);
+    let consumer: BaseConsumer = c.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        for (p, low, _) in watermarks(&consumer, topic, timeout)? {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+    }
+    let n = tpl.count();
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use novyra_core::{validate, ConceptAttempted};
 use novyra_kafka::rdkafka::consumer::Consumer;
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
-use novyra_kafka::rdkafka::Offset;
+use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_registry::{Codec, EventKind};
 use novyra_store::ingest::{months_of, AttemptBatch, IngestRecord, OffsetAdvance};
 use novyra_store::{Store, StoreError};
@@ -59,6 +59,7 @@ pub async fn run(
     tracing::info!(group, topic = %topic, "ingest worker started");
 
     let mut seen_generation = u64::MAX;
+    let mut aligned_generation = u64::MAX;
     // Next offset per partition as stored in Postgres (None: no row yet).
     let mut expected: HashMap<i32, Option<i64>> = HashMap::new();
     let mut months_ready: HashSet<NaiveDate> = HashSet::new();
@@ -82,6 +83,14 @@ pub async fn run(
         }
         let msgs = next_batch(&consumer, cfg.pipeline.max_batch, linger, &stop).await;
         if msgs.is_empty() {
+            // Idle after an assignment change: make sure the consumer is not
+            // past what Postgres has (a restored database, or one pointed at
+            // an old group); records arriving later are fenced anyway.
+            let g = generation.load(Ordering::SeqCst);
+            if g != aligned_generation && align_to_postgres(&consumer, &store, group, &topic).await
+            {
+                aligned_generation = g;
+            }
             continue;
         }
         health
@@ -294,6 +303,56 @@ fn split_lanes(
     }
     out.retain(|b| !b.advances.is_empty());
     out
+}
+
+/// Seeks every assigned partition whose position is past the offset
+/// Postgres stored back to that offset (to the beginning where Postgres has
+/// none). The position is the consumer's own once it has returned a record,
+/// else the group's committed offset, where the fetch starts. Returns false
+/// when it could not tell (or seek), so the caller tries again.
+async fn align_to_postgres(
+    consumer: &PipelineConsumer,
+    store: &Store,
+    group: &str,
+    topic: &str,
+) -> bool {
+    let Ok(assigned) = consumer.assignment() else {
+        return false;
+    };
+    if assigned.count() == 0 {
+        return false;
+    }
+    let (Ok(positions), Ok(committed)) = (
+        consumer.position(),
+        consumer.committed(Duration::from_secs(5)),
+    ) else {
+        return false;
+    };
+    let Ok(stored) = store.stored_offsets(group, topic).await else {
+        return false;
+    };
+    let offset =
+        |tpl: &TopicPartitionList, p: i32| match tpl.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+    for e in assigned.elements_for_topic(topic) {
+        let p = e.partition();
+        let Some(at) = offset(&positions, p).or_else(|| offset(&committed, p)) else {
+            continue;
+        };
+        let want = match stored.get(&p) {
+            Some(&next) if next < at => Offset::Offset(next),
+            None if at > 0 => Offset::Beginning,
+            _ => continue,
+        };
+        tracing::info!(partition = p, from = at, to = ?want, "position past postgres; seeking back");
+        if let Err(e) = consumer.seek(topic, p, want, Duration::from_secs(10)) {
+            tracing::warn!(partition = p, error = %e, "seek failed; will retry");
+            return false;
+        }
+    }
+    true
 }
 
 /// Decodes and validates one record. Outer error: a dependency failed for

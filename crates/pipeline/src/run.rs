@@ -202,15 +202,37 @@ pub async fn run(
         .collect();
     let idle_watch = exit_when_idle.then(|| {
         let (cfg, stop) = (cfg.clone(), stop.clone());
+        let (ingest_group, attempts) = (cfg.group(ingest::GROUP), cfg.topic("attempts"));
         tokio::spawn(async move {
             let store = novyra_store::Store::new(&cfg.store()).ok();
             let mut idle_rounds = 0;
             while !stop.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                let lag_zero = matches!(all_lag(&cfg).await, Ok(l) if l
-                    .iter()
-                    .filter(|(g, _)| running.contains(g))
-                    .all(|(_, ps)| ps.iter().all(|p| p.lag() == 0)));
+                let lags = all_lag(&cfg).await.ok();
+                let lag_zero = lags.as_ref().is_some_and(|l| {
+                    l.iter()
+                        .filter(|(g, _)| running.contains(g))
+                        .all(|(_, ps)| ps.iter().all(|p| p.lag() == 0))
+                });
+                // The ingest's authoritative offsets are in Postgres: after
+                // a restore they can be behind Kafka's committed ones, and
+                // the ingest is not done until it has re-read up to the end.
+                let ingest_done = match (&store, &lags) {
+                    (Some(s), Some(l)) if running.contains(&ingest_group) => {
+                        match s.stored_offsets(&ingest_group, &attempts).await {
+                            Ok(stored) => l
+                                .iter()
+                                .filter(|(g, _)| *g == ingest_group)
+                                .flat_map(|(_, ps)| ps.iter())
+                                .all(|p| {
+                                    stored.get(&p.partition).copied().unwrap_or(p.low) >= p.high
+                                }),
+                            Err(_) => false,
+                        }
+                    }
+                    _ => true,
+                };
+                let lag_zero = lag_zero && ingest_done;
                 // Without a relay (a replay) nothing drains the outbox.
                 let outbox_empty = !cfg.pipeline.relay
                     || match &store {
