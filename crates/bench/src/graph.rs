@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use neo4rs::query;
-use novyra_core::{keys, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use novyra_core::{keys, MasteryUpdated};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::Report;
 use novyra_pipeline::Config;
@@ -56,7 +56,8 @@ pub async fn run(
     measure::setup(&cfg).await?;
     let result = measure_graph(&cfg, g, &p, novyra, me).await;
     if !o.keep {
-        if let Err(e) = delete_prefixed(&cfg, &p).await {
+        let graph = cfg.graph()?;
+        if let Err(e) = graph.delete_prefixed(&p).await {
             eprintln!("[bench] could not delete the benchmark's graph nodes: {e}");
         }
     }
@@ -177,22 +178,6 @@ async fn measure_graph(
         id_prefix: p.to_owned(),
     };
     let c = loadgen::curriculum(&lo, chrono::Utc::now().timestamp_millis());
-    let concepts: Vec<(String, ConceptUpserted)> = c
-        .concepts
-        .iter()
-        .map(|x| (x.concept_id.clone(), x.clone()))
-        .collect();
-    let links: Vec<(String, PrerequisiteLinked)> = c
-        .links
-        .iter()
-        .map(|l| {
-            (
-                keys::prerequisite_key(&l.prerequisite_id, &l.concept_id),
-                l.clone(),
-            )
-        })
-        .collect();
-    f.links = links.len();
     let ups = updates(g, p, p, g.graph_updates);
     f.edges = ups
         .iter()
@@ -204,31 +189,13 @@ async fn measure_graph(
         .map(|m| (keys::mastery_key(&m.user_id, &m.concept_id), m))
         .collect();
     eprintln!(
-        "[bench] graph: preloading {} concepts, {} links, {} mastery updates",
-        concepts.len(),
-        links.len(),
+        "[bench] graph: preloading {} concepts, their links, {} mastery updates",
+        c.concepts.len(),
         keyed.len()
     );
-    loadgen::publish(
-        &codec,
-        &producer,
-        &cfg.topic("concepts"),
-        EventKind::Concept,
-        &concepts,
-        0,
-        true,
-    )
-    .await?;
-    loadgen::publish(
-        &codec,
-        &producer,
-        &cfg.topic("prerequisites"),
-        EventKind::Prerequisite,
-        &links,
-        0,
-        true,
-    )
-    .await?;
+    let (n_concepts, n_links) =
+        loadgen::publish_curriculum(cfg, &codec, &producer, &c, true).await?;
+    f.links = n_links;
     loadgen::publish(
         &codec,
         &producer,
@@ -242,7 +209,7 @@ async fn measure_graph(
     drop(keyed);
 
     // The sink, cold, over everything.
-    let total = (concepts.len() + links.len() + g.graph_updates) as f64;
+    let total = (n_concepts + n_links + g.graph_updates) as f64;
     let mut child = Worker::Graph.spawn(cfg, novyra, me)?;
     let group = cfg.group(Worker::Graph.group_suffix());
     let addr = cfg.pipeline.metrics_addr.clone();
@@ -357,31 +324,4 @@ async fn baseline(cfg: &Config, g: &GraphOptions, p: &str) -> anyhow::Result<Wri
         p99: pct(0.99),
         rss_mib: None,
     })
-}
-
-/// Deletes the benchmark's users and concepts, a page at a time (one
-/// transaction for 200,000 edges would need a large heap).
-async fn delete_prefixed(cfg: &Config, p: &str) -> anyhow::Result<()> {
-    let neo = neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password)?;
-    for label in ["User", "Concept"] {
-        loop {
-            let mut rows = neo
-                .execute(
-                    query(&format!(
-                        "MATCH (n:{label}) WHERE n.id STARTS WITH $p \
-                         WITH n LIMIT 2000 DETACH DELETE n RETURN count(*) AS n"
-                    ))
-                    .param("p", p),
-                )
-                .await?;
-            let mut n = 0_i64;
-            while let Some(r) = rows.next().await? {
-                n = r.get("n").unwrap_or(0);
-            }
-            if n == 0 {
-                break;
-            }
-        }
-    }
-    Ok(())
 }

@@ -15,7 +15,6 @@ use std::time::Instant;
 use common::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use neo4rs::query;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::Report;
 use novyra_pipeline::Config;
@@ -129,18 +128,12 @@ async fn disaster(env: &Env) {
         .execute(&mut owner().await)
         .await
         .expect("drop schema");
-    let neo = neo4rs::Graph::new(
-        &env.cfg.neo4j.uri,
-        &env.cfg.neo4j.user,
-        &env.cfg.neo4j.password,
-    )
-    .expect("neo4j");
-    neo.run(
-        query("MATCH (n) WHERE (n:User OR n:Concept) AND n.id STARTS WITH $p DETACH DELETE n")
-            .param("p", format!("{}-", env.name)),
-    )
-    .await
-    .expect("wipe graph");
+    env.cfg
+        .graph()
+        .expect("graph")
+        .delete_prefixed(&format!("{}-", env.name))
+        .await
+        .expect("wipe graph");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use neo4rs::query;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 
 fn mastery_end(env: &Env) -> i64 {
@@ -84,18 +83,12 @@ async fn replay_rebuilds_and_verifies() {
     assert!(out.contains("verify: DIFFERENT"), "{out}");
 
     // The graph, wiped, rebuilt from the compacted topics.
-    let neo = neo4rs::Graph::new(
-        &env.cfg.neo4j.uri,
-        &env.cfg.neo4j.user,
-        &env.cfg.neo4j.password,
-    )
-    .expect("neo4j");
-    neo.run(
-        query("MATCH (n) WHERE (n:User OR n:Concept) AND n.id STARTS WITH $p DETACH DELETE n")
-            .param("p", p.as_str()),
-    )
-    .await
-    .expect("wipe");
+    env.cfg
+        .graph()
+        .expect("graph")
+        .delete_prefixed(&p)
+        .await
+        .expect("wipe");
     let (code, out) = novyra(
         &env.cfg,
         &["replay", "--target", "graph", "--id-prefix", &p, "--verify"],

@@ -114,6 +114,38 @@ impl GraphStore {
         }
     }
 
+    /// Deletes every user and concept whose id starts with `prefix` (not
+    /// empty), with their edges, a page per transaction: test and benchmark
+    /// clean-up, and the "empty graph" a restore starts from. Returns the
+    /// nodes deleted.
+    pub async fn delete_prefixed(&self, prefix: &str) -> Result<u64, GraphError> {
+        assert!(!prefix.is_empty(), "delete_prefixed needs a prefix");
+        let mut total = 0;
+        for label in ["User", "Concept"] {
+            loop {
+                let mut rows = self
+                    .graph
+                    .execute(
+                        query(&format!(
+                            "MATCH (n:{label}) WHERE n.id STARTS WITH $p \
+                             WITH n LIMIT 2000 DETACH DELETE n RETURN count(*) AS n"
+                        ))
+                        .param("p", prefix),
+                    )
+                    .await?;
+                let mut n = 0_i64;
+                while let Some(r) = rows.next().await? {
+                    n = r.get("n")?;
+                }
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+        Ok(total)
+    }
+
     /// Exports concepts, users, prerequisite and mastery edges whose ids
     /// start with `prefix`, in a deterministic order (so two exports of the
     /// same graph are byte-identical), to `sink`.
@@ -241,17 +273,8 @@ impl GraphStore {
             .await?;
         }
         if !edges.is_empty() {
-            txn.run(
-                query(
-                    "UNWIND $rows AS row \
-                     MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
-                     MERGE (u)-[r:MASTERED_BY]->(c) \
-                     WITH r, row WHERE r.version IS NULL OR r.version <= row.version \
-                     SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at",
-                )
-                .param("rows", edges),
-            )
-            .await?;
+            txn.run(query(crate::snapshot::REPAIR_MASTERY).param("rows", edges))
+                .await?;
         }
         txn.commit().await?;
         Ok(n)

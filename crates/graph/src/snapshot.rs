@@ -10,6 +10,15 @@ use crate::{GraphError, GraphStore};
 /// Rows per page when reading the graph back.
 pub const PAGE: i64 = 20_000;
 
+/// Mastery edges written by reconcile and by a restore: version-guarded
+/// like the sink's write, but an edge of the *same* version is overwritten
+/// too (its score was corrupted); a newer one never is.
+pub(crate) const REPAIR_MASTERY: &str = "UNWIND $rows AS row \
+    MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
+    MERGE (u)-[r:MASTERED_BY]->(c) \
+    WITH r, row WHERE r.version IS NULL OR r.version <= row.version \
+    SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at";
+
 /// A concept node as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConceptNode {
@@ -179,17 +188,7 @@ impl GraphStore {
             })
             .collect();
         let mut txn = self.graph.start_txn().await?;
-        txn.run(
-            query(
-                "UNWIND $rows AS row \
-                 MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
-                 MERGE (u)-[r:MASTERED_BY]->(c) \
-                 WITH r, row WHERE r.version IS NULL OR r.version <= row.version \
-                 SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at",
-            )
-            .param("rows", rows),
-        )
-        .await?;
+        txn.run(query(REPAIR_MASTERY).param("rows", rows)).await?;
         txn.commit().await?;
         Ok(())
     }

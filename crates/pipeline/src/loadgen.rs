@@ -282,20 +282,15 @@ pub struct Published {
     pub pairs: usize,
 }
 
-/// Generates everything and publishes it, catalog first.
-pub async fn generate_and_publish(
+/// Publishes a curriculum's concepts, then its links (keyed as DESIGN.md
+/// says); returns how many of each.
+pub async fn publish_curriculum(
     cfg: &crate::Config,
-    o: &LoadgenOptions,
+    codec: &Codec,
+    producer: &FutureProducer,
+    c: &Curriculum,
     quiet: bool,
-) -> Result<Published, PublishError> {
-    let codec = Codec::new(&cfg.registry()).map_err(|e| PublishError(e.to_string()))?;
-    let producer = cfg
-        .kafka()
-        .producer()
-        .map_err(|e| PublishError(e.to_string()))?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let c = curriculum(o, now);
-    let a = attempts(o, &c, now);
+) -> Result<(usize, usize), PublishError> {
     let concepts: Vec<(String, ConceptUpserted)> = c
         .concepts
         .iter()
@@ -311,16 +306,9 @@ pub async fn generate_and_publish(
             )
         })
         .collect();
-    let pairs = a
-        .iter()
-        .map(|x| (x.user_id.as_str(), x.concept_id.as_str()))
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    let attempts: Vec<(String, ConceptAttempted)> =
-        a.into_iter().map(|x| (x.user_id.clone(), x)).collect();
     publish(
-        &codec,
-        &producer,
+        codec,
+        producer,
         &cfg.topic("concepts"),
         EventKind::Concept,
         &concepts,
@@ -329,8 +317,8 @@ pub async fn generate_and_publish(
     )
     .await?;
     publish(
-        &codec,
-        &producer,
+        codec,
+        producer,
         &cfg.topic("prerequisites"),
         EventKind::Prerequisite,
         &links,
@@ -338,6 +326,31 @@ pub async fn generate_and_publish(
         quiet,
     )
     .await?;
+    Ok((concepts.len(), links.len()))
+}
+
+/// Generates everything and publishes it, catalog first.
+pub async fn generate_and_publish(
+    cfg: &crate::Config,
+    o: &LoadgenOptions,
+    quiet: bool,
+) -> Result<Published, PublishError> {
+    let codec = Codec::new(&cfg.registry()).map_err(|e| PublishError(e.to_string()))?;
+    let producer = cfg
+        .kafka()
+        .producer()
+        .map_err(|e| PublishError(e.to_string()))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let c = curriculum(o, now);
+    let a = attempts(o, &c, now);
+    let pairs = a
+        .iter()
+        .map(|x| (x.user_id.as_str(), x.concept_id.as_str()))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let attempts: Vec<(String, ConceptAttempted)> =
+        a.into_iter().map(|x| (x.user_id.clone(), x)).collect();
+    let (concepts, links) = publish_curriculum(cfg, &codec, &producer, &c, quiet).await?;
     publish(
         &codec,
         &producer,
@@ -349,8 +362,8 @@ pub async fn generate_and_publish(
     )
     .await?;
     Ok(Published {
-        concepts: concepts.len(),
-        links: links.len(),
+        concepts,
+        links,
         attempts: attempts.len(),
         pairs,
     })

@@ -15,7 +15,6 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use neo4rs::query;
 use novyra_core::{keys, ConceptUpserted};
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::message::Message;
@@ -255,14 +254,11 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
     eprintln!("written {written:?}; remaining after compaction {compacted:?}");
 
     // The graph, wiped, is rebuilt from the compacted topics alone.
-    let neo =
-        neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password).expect("neo4j");
-    neo.run(
-        query("MATCH (n) WHERE (n:User OR n:Concept) AND n.id STARTS WITH $p DETACH DELETE n")
-            .param("p", p.as_str()),
-    )
-    .await
-    .expect("wipe");
+    cfg.graph()
+        .expect("graph")
+        .delete_prefixed(&p)
+        .await
+        .expect("wipe");
     let opts = ReconcileOptions {
         dry_run: false,
         id_prefix: p.clone(),
