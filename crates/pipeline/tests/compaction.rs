@@ -22,18 +22,8 @@ use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::{reconcile, ReconcileOptions};
-use novyra_pipeline::run::{self, Worker};
-use novyra_pipeline::{CancellationToken, Config};
+use novyra_pipeline::Config;
 use novyra_registry::{Codec, EventKind};
-
-fn test_config() -> Config {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run = format!("compact{}", std::process::id());
-    cfg.topic_prefix = format!("{run}.");
-    cfg.database.schema = Some(run);
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    cfg
-}
 
 const COMPACTED: [&str; 3] = ["concepts", "prerequisites", "mastery"];
 
@@ -97,24 +87,9 @@ fn read_topic(cfg: &Config, topic: &str) -> BTreeMap<i32, Seen> {
     out
 }
 
-async fn run_all(cfg: &Config) {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        run::run(
-            cfg,
-            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-            true,
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("pipeline went idle in time")
-    .expect("pipeline ran");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
-    let cfg = test_config();
+    let cfg = common::config("compact");
     let mut specs = novyra_kafka::topics::pipeline_topics(-1);
     for s in specs.iter_mut().filter(|s| COMPACTED.contains(&s.suffix)) {
         s.configs.push(("segment.ms", "1000".into()));
@@ -174,7 +149,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
         )
         .await
         .expect("tombstone");
-    run_all(&cfg).await;
+    common::run_all(&cfg).await;
     // Two more rounds of attempts by the same students (new event ids from
     // other seeds): each round's batches add another version per key.
     for seed in [10, 11] {
@@ -195,7 +170,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
         )
         .await
         .expect("more attempts");
-        run_all(&cfg).await;
+        common::run_all(&cfg).await;
     }
 
     // Roll every active segment: one more copy of each partition's last

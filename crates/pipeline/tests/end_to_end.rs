@@ -20,11 +20,7 @@ use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
 
 fn test_config(tag: &str) -> Config {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run = format!("{tag}{}", std::process::id());
-    cfg.topic_prefix = format!("{run}.");
-    cfg.database.schema = Some(run);
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
+    let mut cfg = common::config(tag);
     cfg.pipeline.max_batch = 500;
     cfg
 }

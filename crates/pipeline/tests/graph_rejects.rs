@@ -12,17 +12,8 @@ use novyra_core::{keys, ConceptUpserted, MasteryUpdated};
 use novyra_kafka::dlq::header;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_pipeline::run::{self, Worker};
-use novyra_pipeline::{CancellationToken, Config};
+use novyra_pipeline::CancellationToken;
 use novyra_registry::{Codec, EventKind};
-
-fn test_config() -> Config {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run = format!("grej{}", std::process::id());
-    cfg.topic_prefix = format!("{run}.");
-    cfg.database.schema = Some(run);
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    cfg
-}
 
 async fn name_of(g: &neo4rs::Graph, id: &str) -> Option<String> {
     let mut rows = g
@@ -37,7 +28,7 @@ async fn name_of(g: &neo4rs::Graph, id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_neo4j_refuses_goes_to_the_dlq_and_its_batch_lands() {
-    let cfg = test_config();
+    let cfg = common::config("grej");
     common::setup(&cfg).await;
     let tag = cfg.topic_prefix.trim_end_matches('.').to_owned();
     let p = format!("{tag}-");

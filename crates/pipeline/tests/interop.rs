@@ -9,15 +9,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use novyra_pipeline::run::{self, Worker};
-use novyra_pipeline::{CancellationToken, Config};
+use novyra_pipeline::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_from_confluent_python_client_are_ingested() {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run_id = format!("py{}", std::process::id());
-    cfg.topic_prefix = format!("{run_id}.");
-    cfg.database.schema = Some(run_id.clone());
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
+    let cfg = common::config("py");
+    let run_id = cfg.database.schema.clone().expect("schema");
     let ids = common::setup(&cfg).await;
     let attempts_id = ids
         .iter()

@@ -11,21 +11,12 @@ use novyra_core::ConceptAttempted;
 use novyra_kafka::dlq::header;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_pipeline::run::{self, Worker};
-use novyra_pipeline::{CancellationToken, Config};
+use novyra_pipeline::CancellationToken;
 use novyra_registry::{Codec, EventKind};
-
-fn test_config() -> Config {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run = format!("poison{}", std::process::id());
-    cfg.topic_prefix = format!("{run}.");
-    cfg.database.schema = Some(run);
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    cfg
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advances_offset_past_every_kind_of_poison() {
-    let cfg = test_config();
+    let cfg = common::config("poison");
     common::setup(&cfg).await;
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let producer = cfg.kafka().producer().expect("producer");

@@ -6,37 +6,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use neo4rs::query;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::{reconcile, ReconcileOptions, Report};
-use novyra_pipeline::run::{self, Worker};
-use novyra_pipeline::{CancellationToken, Config};
-
-fn test_config() -> Config {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run = format!("recon{}", std::process::id());
-    cfg.topic_prefix = format!("{run}.");
-    cfg.database.schema = Some(run);
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    cfg
-}
-
-async fn run_all(cfg: &Config) {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        run::run(
-            cfg,
-            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-            true,
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("pipeline went idle in time")
-    .expect("pipeline ran");
-}
 
 async fn exec(g: &neo4rs::Graph, q: neo4rs::Query) -> i64 {
     let mut rows = g.execute(q).await.expect("cypher");
@@ -49,7 +21,7 @@ async fn exec(g: &neo4rs::Graph, q: neo4rs::Query) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_repairs_exactly_the_injected_drift() {
-    let cfg = test_config();
+    let cfg = common::config("recon");
     common::setup(&cfg).await;
     let p = format!("{}-", cfg.topic_prefix.trim_end_matches('.'));
     let o = LoadgenOptions {
@@ -65,7 +37,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
     loadgen::generate_and_publish(&cfg, &o, true)
         .await
         .expect("publish");
-    run_all(&cfg).await;
+    common::run_all(&cfg).await;
 
     let graph = cfg.graph().expect("graph");
     let opts = ReconcileOptions {
@@ -242,7 +214,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
     );
 
     // The republished row reaches the graph through the graph sink.
-    run_all(&cfg).await;
+    common::run_all(&cfg).await;
     assert_eq!(
         graph.concept_ids(&p).await.expect("concepts"),
         concepts_before

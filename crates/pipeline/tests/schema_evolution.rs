@@ -13,7 +13,7 @@ use novyra_kafka::rdkafka::message::Message;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_pipeline::run::{self, Worker};
-use novyra_pipeline::{CancellationToken, Config};
+use novyra_pipeline::CancellationToken;
 use novyra_registry::apache_avro::{self, Schema};
 use novyra_registry::{wire, Codec, EventKind};
 use serde::{Deserialize, Serialize};
@@ -37,11 +37,8 @@ struct AttemptV2 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_and_v2_consumers_read_each_others_events() {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run = format!("evo{}", std::process::id());
-    cfg.topic_prefix = format!("{run}.");
-    cfg.database.schema = Some(run.clone());
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
+    let cfg = common::config("evo");
+    let run = cfg.database.schema.clone().expect("schema");
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let ids = common::setup(&cfg).await;
     let topic = cfg.topic("attempts");

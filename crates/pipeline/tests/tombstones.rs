@@ -9,31 +9,11 @@ use std::time::Duration;
 use novyra_core::keys;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
-use novyra_pipeline::run::{self, Worker};
-use novyra_pipeline::{CancellationToken, Config};
-
-async fn run_until_idle(cfg: &Config) {
-    tokio::time::timeout(
-        Duration::from_secs(180),
-        run::run(
-            cfg,
-            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-            true,
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("idle in time")
-    .expect("pipeline ran");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_delete_concepts_links_and_mastery_edges() {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run_id = format!("ts{}", std::process::id());
-    cfg.topic_prefix = format!("{run_id}.");
-    cfg.database.schema = Some(run_id.clone());
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
+    let cfg = common::config("ts");
+    let run_id = cfg.database.schema.clone().expect("schema");
     common::setup(&cfg).await;
     let o = LoadgenOptions {
         concepts: 6,
@@ -48,7 +28,7 @@ async fn tombstones_delete_concepts_links_and_mastery_edges() {
     let p = loadgen::generate_and_publish(&cfg, &o, true)
         .await
         .expect("publish");
-    run_until_idle(&cfg).await;
+    common::run_all(&cfg).await;
 
     let store = novyra_store::Store::new(&cfg.store()).expect("store");
     let graph = cfg.graph().expect("graph");
@@ -89,7 +69,7 @@ async fn tombstones_delete_concepts_links_and_mastery_edges() {
             .await
             .expect("tombstone");
     }
-    run_until_idle(&cfg).await;
+    common::run_all(&cfg).await;
 
     let after = store.table_counts().await.expect("counts");
     assert_eq!(after.concepts, 5);

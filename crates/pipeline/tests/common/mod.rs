@@ -9,8 +9,36 @@ use std::time::Duration;
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::message::{Headers, Message};
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
-use novyra_pipeline::Config;
+use novyra_pipeline::run::{self, Worker};
+use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::Codec;
+
+/// The environment's config with the test's own topic prefix and schema
+/// (`<tag><pid>`) and a metrics port of its own.
+pub fn config(tag: &str) -> Config {
+    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
+    let run = format!("{tag}{}", std::process::id());
+    cfg.topic_prefix = format!("{run}.");
+    cfg.database.schema = Some(run);
+    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
+    cfg
+}
+
+/// Runs catalog, ingest and graph in process until every group is idle.
+pub async fn run_all(cfg: &Config) {
+    tokio::time::timeout(
+        Duration::from_secs(240),
+        run::run(
+            cfg,
+            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
+            true,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("pipeline went idle in time")
+    .expect("pipeline ran");
+}
 
 /// Migrates the test's schema, creates its topics and registers the
 /// schemas; returns the (subject, id) pairs.
