@@ -90,6 +90,11 @@ enum Cmd {
         /// Only ids starting with this (a graph shared by several pipelines).
         #[arg(long, default_value = "")]
         id_prefix: String,
+        /// Repair even if that deletes more than
+        /// `pipeline.reconcile_max_delete_share` of the graph (default 5%);
+        /// without it such a run writes nothing and exits 3.
+        #[arg(long)]
+        force: bool,
     },
     /// Consumer-group lag per partition: offsets, records, seconds, owner;
     /// exit code 3 above a threshold.
@@ -377,6 +382,9 @@ async fn tombstones(cfg: &Config, topic: &str, keys_: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Exit code of a reconciliation the delete brake refused.
+const RECONCILE_REFUSED: u8 = 3;
+
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
@@ -562,10 +570,15 @@ async fn main() -> Result<ExitCode> {
             dry_run,
             json,
             id_prefix,
+            force,
         } => {
             let report = novyra_pipeline::reconcile::reconcile(
                 &cfg,
-                &novyra_pipeline::reconcile::ReconcileOptions { dry_run, id_prefix },
+                &novyra_pipeline::reconcile::ReconcileOptions {
+                    dry_run,
+                    id_prefix,
+                    force,
+                },
             )
             .await?;
             if json {
@@ -580,10 +593,19 @@ async fn main() -> Result<ExitCode> {
                     report.records_read,
                     if report.repaired {
                         "repaired"
+                    } else if report.refused {
+                        "REFUSED, nothing written"
                     } else {
                         "dry run, nothing written"
                     }
                 );
+            }
+            if report.refused {
+                eprintln!(
+                    "reconcile would delete {} of {} graph items, more than pipeline.reconcile_max_delete_share allows; check with --dry-run and repeat with --force if the deletes are right",
+                    report.would_delete, report.graph_size
+                );
+                return Ok(ExitCode::from(RECONCILE_REFUSED));
             }
         }
         Cmd::Tail(a) => tail::tail(&cfg, &a).await?,

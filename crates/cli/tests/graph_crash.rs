@@ -72,6 +72,7 @@ async fn graph_sink_killed_repeatedly_ends_with_zero_drift() {
         &ReconcileOptions {
             dry_run: true,
             id_prefix: format!("{}-", env.name),
+            force: false,
         },
     )
     .await
@@ -123,6 +124,7 @@ async fn reconcile_beside_live_writes_never_rolls_an_edge_back() {
     let opts = ReconcileOptions {
         dry_run: false,
         id_prefix: format!("{}-", env.name),
+        force: false,
     };
     let mut runs = 0;
     while !publisher.is_finished() {

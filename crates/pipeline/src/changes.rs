@@ -36,39 +36,55 @@ pub enum Change {
     MasteryDeleted(String, String),
 }
 
-/// Decodes and validates a record of the concepts, prerequisites or mastery
-/// topic. Outer error: the registry is gone for good (or shutdown); inner
-/// error: the record is refused.
-pub async fn decode_change(
+/// Why one record of a compacted topic is not a usable change.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Stage (`decode`, `validate`).
+    pub stage: &'static str,
+    /// Short reason class (a DLQ header and metric label).
+    pub class: &'static str,
+    /// Reason text.
+    pub message: String,
+    /// The registry could not be asked: the record may be fine.
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.class, self.stage, self.message)
+    }
+}
+
+/// Decodes and validates one record of the concepts, prerequisites or
+/// mastery topic, asking the registry once. The sinks retry the retryable
+/// rejections; reconciliation treats every rejection as an incomplete view.
+pub async fn decode_record(
     cfg: &Config,
     codec: &Codec,
-    health: &Health,
-    stop: &CancellationToken,
-    m: &OwnedMessage,
-) -> Result<Result<Change, Refused>, WorkerError> {
+    topic: &str,
+    key: Option<&str>,
+    payload: Option<&[u8]>,
+) -> Result<Change, Rejection> {
     let refuse = |stage, class, message: String| {
-        Ok(Err(Refused {
-            msg: m.clone(),
+        Err(Rejection {
             stage,
             class,
             message,
-        }))
+            retryable: false,
+        })
     };
-    let Some(kind) = EventKind::from_topic(&cfg.topic_prefix, m.topic()) else {
+    let Some(kind) = EventKind::from_topic(&cfg.topic_prefix, topic) else {
         return refuse(
             "decode",
             "unknown_topic",
-            format!("no event kind for topic {}", m.topic()),
+            format!("no event kind for topic {topic}"),
         );
     };
-    let key = key_str(m);
-    let Some(payload) = m.payload() else {
+    let Some(payload) = payload else {
         return match (kind, key) {
-            (EventKind::Concept, Some(k)) if !k.is_empty() => {
-                Ok(Ok(Change::ConceptDeleted(k.to_owned())))
-            }
+            (EventKind::Concept, Some(k)) if !k.is_empty() => Ok(Change::ConceptDeleted(k.to_owned())),
             (EventKind::Prerequisite, Some(k)) => match keys::parse_prerequisite_key(k) {
-                Some((a, b)) => Ok(Ok(Change::Unlink(a.to_owned(), b.to_owned()))),
+                Some((a, b)) => Ok(Change::Unlink(a.to_owned(), b.to_owned())),
                 None => refuse(
                     "validate",
                     "invalid_key",
@@ -76,7 +92,7 @@ pub async fn decode_change(
                 ),
             },
             (EventKind::Mastery, Some(k)) => match keys::parse_mastery_key(k) {
-                Some((a, b)) => Ok(Ok(Change::MasteryDeleted(a.to_owned(), b.to_owned()))),
+                Some((a, b)) => Ok(Change::MasteryDeleted(a.to_owned(), b.to_owned())),
                 None => refuse(
                     "validate",
                     "invalid_key",
@@ -92,18 +108,16 @@ pub async fn decode_change(
     };
     macro_rules! dec {
         ($t:ty) => {{
-            let r = retry(
-                health,
-                "registry",
-                stop,
-                |e: &novyra_registry::DecodeError| e.is_retryable(),
-                || codec.decode::<$t>(kind, payload),
-            )
-            .await;
-            match r {
+            match codec.decode::<$t>(kind, payload).await {
                 Ok(d) => d.value,
-                Err(e) if e.is_retryable() => return Err(WorkerError::Shutdown),
-                Err(e) => return refuse("decode", e.kind(), e.to_string()),
+                Err(e) => {
+                    return Err(Rejection {
+                        stage: "decode",
+                        class: e.kind(),
+                        message: e.to_string(),
+                        retryable: e.is_retryable(),
+                    })
+                }
             }
         }};
     }
@@ -136,9 +150,36 @@ pub async fn decode_change(
             )
         }
     };
-    match checked {
+    checked.or_else(|e| refuse("validate", e.kind(), e.to_string()))
+}
+
+/// [`decode_record`] for a consumed message, retrying while the registry is
+/// unreachable. Outer error: shut down while retrying; inner error: the
+/// record is refused (for the DLQ).
+pub async fn decode_change(
+    cfg: &Config,
+    codec: &Codec,
+    health: &Health,
+    stop: &CancellationToken,
+    m: &OwnedMessage,
+) -> Result<Result<Change, Refused>, WorkerError> {
+    let r = retry(
+        health,
+        "registry",
+        stop,
+        |e: &Rejection| e.retryable,
+        || decode_record(cfg, codec, m.topic(), key_str(m), m.payload()),
+    )
+    .await;
+    match r {
         Ok(c) => Ok(Ok(c)),
-        Err(e) => refuse("validate", e.kind(), e.to_string()),
+        Err(e) if e.retryable => Err(WorkerError::Shutdown),
+        Err(e) => Ok(Err(Refused {
+            msg: m.clone(),
+            stage: e.stage,
+            class: e.class,
+            message: e.message,
+        })),
     }
 }
 

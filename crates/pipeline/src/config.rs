@@ -129,6 +129,10 @@ pub struct PipelineSection {
     /// Seconds between reconciliations inside `novyra run` (and `novyra
     /// graph`); 0 turns them off. Default: nightly.
     pub reconcile_interval_secs: u64,
+    /// The largest share of the graph (nodes, links and edges) one
+    /// reconciliation may delete without `--force`: a run that would delete
+    /// more is refused, since that is likelier a broken input than drift.
+    pub reconcile_max_delete_share: f64,
     /// Whether the ingest relays its outbox to the mastery topic. Off only
     /// for a replay into another schema, whose mastery updates the live
     /// topic already holds.
@@ -203,6 +207,7 @@ impl Default for PipelineSection {
             metrics_addr: "127.0.0.1:9464".into(),
             mastery_threshold: 0.95,
             reconcile_interval_secs: 86_400,
+            reconcile_max_delete_share: 0.05,
             relay: true,
             leaderboard_refresh_secs: 300,
         }
@@ -323,6 +328,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.pipeline.mastery_threshold) {
             return bad("pipeline.mastery_threshold", "must be within 0..=1");
+        }
+        if !(0.0..=1.0).contains(&self.pipeline.reconcile_max_delete_share) {
+            return bad("pipeline.reconcile_max_delete_share", "must be within 0..=1");
         }
         if let Some(s) = &self.database.schema {
             if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use novyra_core::{keys, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use crate::changes::{decode_record, Change};
 use novyra_graph::GraphBatch;
 use novyra_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use novyra_kafka::rdkafka::message::Message;
@@ -39,6 +40,8 @@ pub struct ReconcileOptions {
     /// Only ids starting with this (concepts, and users for mastery); for a
     /// graph shared by several pipelines, as in tests. Empty: everything.
     pub id_prefix: String,
+    /// Delete even more than `pipeline.reconcile_max_delete_share` of the graph.
+    pub force: bool,
 }
 
 /// Drift found (and repaired unless dry-run), by kind.
@@ -66,6 +69,13 @@ pub struct Report {
     pub republished: u64,
     /// Records read from the compacted topics.
     pub records_read: u64,
+    /// Nodes, links and edges the graph held (within the id prefix).
+    pub graph_size: u64,
+    /// Nodes, links and edges the repair deletes.
+    pub would_delete: u64,
+    /// Refused: the repair would delete more than the configured share of
+    /// the graph and `force` was not given; nothing was written.
+    pub refused: bool,
     /// Whether repairs were written.
     pub repaired: bool,
 }
@@ -100,13 +110,21 @@ impl Report {
 /// The expected mastery edge: score, version, event time.
 type Edge = (f64, i64, i64);
 
-/// Reads `topic` from the beginning up to the high watermarks taken now,
-/// calling `f(key, value)` in offset order per partition.
+/// The last record of one key below the snapshot: what compaction will
+/// eventually leave, and the only one that says what the key holds now.
+struct Latest {
+    partition: i32,
+    offset: i64,
+    payload: Option<Vec<u8>>,
+}
+
+/// Reads `topic` from the beginning up to the high watermarks taken now and
+/// keeps the last record per key. Fails, rather than returning a partial
+/// view, if a partition stops short of its snapshot offset.
 async fn read_to_snapshot(
     cfg: &Config,
     topic: &str,
-    mut f: impl FnMut(&[u8], Option<&[u8]>),
-) -> Result<u64, WorkerError> {
+) -> Result<(u64, BTreeMap<String, Latest>), WorkerError> {
     let consumer: StreamConsumer = cfg.kafka().reader_config().create()?;
     let marks = {
         let kafka = cfg.kafka();
@@ -127,28 +145,81 @@ async fn read_to_snapshot(
             end.insert(p, high);
         }
     }
+    let mut latest = BTreeMap::new();
     if end.is_empty() {
-        return Ok(0);
+        return Ok((0, latest));
     }
     consumer.assign(&tpl)?;
     let mut n = 0;
     while !end.is_empty() {
-        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-            .await
-            .map_err(|_| WorkerError::Join(format!("no records from {topic} for 60 s")))??;
+        let m = match tokio::time::timeout(READ_STALL, consumer.recv()).await {
+            Ok(m) => m?,
+            Err(_) => {
+                let short: Vec<String> = end.iter().map(|(p, h)| format!("{p} (to {h})")).collect();
+                return Err(WorkerError::Incomplete(format!(
+                    "{topic}: no records for {} s with partitions {} unread up to the snapshot",
+                    READ_STALL.as_secs(),
+                    short.join(", ")
+                )));
+            }
+        };
         let p = m.partition();
         let Some(&high) = end.get(&p) else {
             continue;
         };
         if m.offset() < high {
-            f(m.key().unwrap_or_default(), m.payload());
             n += 1;
+            // A record without a UTF-8 key is refused by every sink, so it
+            // never decides what a key holds.
+            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                latest.insert(
+                    key.to_owned(),
+                    Latest {
+                        partition: p,
+                        offset: m.offset(),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    },
+                );
+            }
         }
         if m.offset() + 1 >= high {
             end.remove(&p);
         }
     }
-    Ok(n)
+    Ok((n, latest))
+}
+
+/// How long a snapshot read may see no record before it gives up.
+const READ_STALL: Duration = Duration::from_secs(60);
+
+/// Decodes the last record of every key of `topic`. Any record that cannot
+/// be decoded or validated (registry down, poison) makes the view
+/// incomplete: the caller must not act on it.
+async fn decode_latest(
+    cfg: &Config,
+    codec: &Codec,
+    topic: &str,
+    latest: BTreeMap<String, Latest>,
+) -> Result<Vec<Change>, WorkerError> {
+    let mut out = Vec::with_capacity(latest.len());
+    for (key, l) in latest {
+        match decode_record(cfg, codec, topic, Some(&key), l.payload.as_deref()).await {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                return Err(WorkerError::Incomplete(format!(
+                    "{topic}[{}]@{} (key {key:?}) is the latest record of its key and cannot be read: {e}{}",
+                    l.partition,
+                    l.offset,
+                    if e.retryable {
+                        ""
+                    } else {
+                        "; publish a valid record or a tombstone for that key"
+                    }
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs one reconciliation; see the module doc.
@@ -175,86 +246,37 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
         .map(|e| ((e.user, e.concept), (e.score, e.version)))
         .collect();
 
-    // 2. The topics up to a snapshot taken after that.
+    // 2. The topics up to a snapshot taken after that: every key's last
+    // record, all of which must decode (DESIGN.md: a job that cannot see
+    // the whole truth does nothing).
     let mut report = Report::default();
-    let mut raw: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    report.records_read += read_to_snapshot(cfg, &cfg.topic("concepts"), |k, v| {
-        raw.push((k.to_vec(), v.map(<[u8]>::to_vec)))
-    })
-    .await?;
     let mut concepts: BTreeMap<String, ConceptUpserted> = BTreeMap::new();
-    for (k, v) in raw.drain(..) {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        match v {
-            None => {
-                concepts.remove(&key);
-            }
-            Some(v) => {
-                if let Ok(d) = codec
-                    .decode::<ConceptUpserted>(EventKind::Concept, &v)
-                    .await
-                {
-                    concepts.insert(key, d.value);
+    let mut want_links: HashSet<(String, String)> = HashSet::new();
+    let mut want_edges: HashMap<(String, String), Edge> = HashMap::new();
+    for kind in ["concepts", "prerequisites", "mastery"] {
+        let topic = cfg.topic(kind);
+        let (n, latest) = read_to_snapshot(cfg, &topic).await?;
+        report.records_read += n;
+        for change in decode_latest(cfg, &codec, &topic, latest).await? {
+            match change {
+                Change::Concept(c) => {
+                    concepts.insert(c.concept_id.clone(), c);
                 }
+                Change::Link(l) => {
+                    want_links.insert((l.prerequisite_id, l.concept_id));
+                }
+                Change::Mastery(m) => {
+                    want_edges.insert(
+                        (m.user_id, m.concept_id),
+                        (m.mastery, m.version, m.updated_at),
+                    );
+                }
+                Change::ConceptDeleted(_) | Change::Unlink(..) | Change::MasteryDeleted(..) => {}
             }
         }
     }
     concepts.retain(|id, _| id.starts_with(p));
-    report.records_read += read_to_snapshot(cfg, &cfg.topic("prerequisites"), |k, v| {
-        raw.push((k.to_vec(), v.map(<[u8]>::to_vec)))
-    })
-    .await?;
-    let mut want_links: HashSet<(String, String)> = HashSet::new();
-    for (k, v) in raw.drain(..) {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((pre, con)) = keys::parse_prerequisite_key(&key) else {
-            continue;
-        };
-        let pair = (pre.to_owned(), con.to_owned());
-        match v {
-            None => {
-                want_links.remove(&pair);
-            }
-            Some(v) => {
-                if codec
-                    .decode::<PrerequisiteLinked>(EventKind::Prerequisite, &v)
-                    .await
-                    .is_ok()
-                {
-                    want_links.insert(pair);
-                }
-            }
-        }
-    }
     want_links.retain(|(_, c)| c.starts_with(p));
-    let mut want_edges: HashMap<(String, String), Edge> = HashMap::new();
-    report.records_read += read_to_snapshot(cfg, &cfg.topic("mastery"), |k, v| {
-        raw.push((k.to_vec(), v.map(<[u8]>::to_vec)))
-    })
-    .await?;
-    for (k, v) in raw.drain(..) {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((u, c)) = keys::parse_mastery_key(&key) else {
-            continue;
-        };
-        let pair = (u.to_owned(), c.to_owned());
-        match v {
-            None => {
-                want_edges.remove(&pair);
-            }
-            Some(v) => {
-                if let Ok(d) = codec.decode::<MasteryUpdated>(EventKind::Mastery, &v).await {
-                    let m = d.value;
-                    // Compaction keeps the last record, which the relay made
-                    // the newest; still, never let an older one win here.
-                    let newer = want_edges.get(&pair).is_none_or(|e| e.1 <= m.version);
-                    if newer {
-                        want_edges.insert(pair, (m.mastery, m.version, m.updated_at));
-                    }
-                }
-            }
-        }
-    }
     want_edges.retain(|(u, _), _| u.starts_with(p));
 
     // 3. The diff.
@@ -356,7 +378,29 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
     }
     report.republished = republish.len() as u64;
 
-    if !o.dry_run {
+    // 5. The brake: deleting much of the graph is likelier a broken input
+    // (a truncated or wrong topic) than drift.
+    report.graph_size = (nodes.len() + links.len() + edges.len()) as u64;
+    // A deleted concept takes its links and edges with it (DETACH DELETE).
+    let cascaded = links
+        .iter()
+        .filter(|(a, b)| deleted.contains(a) || deleted.contains(b))
+        .count()
+        + edges.keys().filter(|(_, c)| deleted.contains(c)).count();
+    report.would_delete =
+        report.extra_concept + report.extra_link + report.extra_mastery + cascaded as u64;
+    let allowed = cfg.pipeline.reconcile_max_delete_share * report.graph_size as f64;
+    report.refused = !o.force && report.would_delete as f64 > allowed;
+    if report.refused {
+        tracing::warn!(
+            would_delete = report.would_delete,
+            graph_size = report.graph_size,
+            max_share = cfg.pipeline.reconcile_max_delete_share,
+            "reconciliation refused: it would delete too much of the graph (use --force if that is right)"
+        );
+    }
+
+    if !o.dry_run && !report.refused {
         graph.write(&batch).await?;
         graph.repair_mastery(&repairs).await?;
         let producer = cfg.kafka().producer()?;

@@ -237,6 +237,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
     let opts = ReconcileOptions {
         dry_run: false,
         id_prefix: p.clone(),
+        force: false,
     };
     let report = reconcile(&cfg, &opts).await.expect("reconcile");
     let store = novyra_store::Store::new(&cfg.store()).expect("store");

@@ -43,6 +43,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
     let opts = ReconcileOptions {
         dry_run: false,
         id_prefix: p.clone(),
+        force: false,
     };
     let clean = reconcile(&cfg, &opts).await.expect("reconcile");
     assert_eq!(
@@ -183,6 +184,10 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
         newer_in_graph: 0,
         republished: 1,
         records_read: 0,
+        graph_size: 0,
+        // The strays: no links or edges of their own.
+        would_delete: 3 + 2 + 2,
+        refused: false,
         repaired: false,
     };
     let dry = reconcile(
@@ -190,6 +195,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
         &ReconcileOptions {
             dry_run: true,
             id_prefix: p.clone(),
+            force: false,
         },
     )
     .await
@@ -197,6 +203,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
     assert_eq!(
         Report {
             records_read: 0,
+            graph_size: 0,
             ..dry.clone()
         },
         expected,
@@ -206,6 +213,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
     assert_eq!(
         Report {
             records_read: 0,
+            graph_size: 0,
             repaired: false,
             ..fixed
         },
