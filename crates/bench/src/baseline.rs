@@ -91,6 +91,8 @@ pub async fn run(cfg: &Config, stop: CancellationToken) -> anyhow::Result<()> {
                     confidence_weight: r.confidence_weight,
                     last_event_id: String::new(),
                     updated_at: 0,
+                    // The baseline never recomputes: one version per attempt.
+                    version: r.attempts_total,
                 },
                 None => MasteryState::initial(&params),
             };

@@ -216,7 +216,9 @@ fn diff_rows(live: &[MasteryRow], replay: &[MasteryRow]) -> (u64, u64, u64) {
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                differ += u64::from(live[i] != replay[j]);
+                // The values are the law; versions also count recomputations,
+                // which depend on the order concepts and attempts arrived in.
+                differ += u64::from(!live[i].state().same_values(&replay[j].state()));
                 i += 1;
                 j += 1;
             }
@@ -229,12 +231,20 @@ async fn graph(cfg: &Config, verify: bool, id_prefix: &str) -> Result<bool> {
     let opts = ReconcileOptions {
         dry_run: false,
         id_prefix: id_prefix.to_owned(),
+        force: false,
     };
     let spinner = ProgressBar::new_spinner();
     spinner.set_message("rebuilding Neo4j from the compacted topics");
     spinner.enable_steady_tick(Duration::from_millis(200));
     let report = reconcile(cfg, &opts).await?;
     spinner.finish_and_clear();
+    if report.refused {
+        anyhow::bail!(
+            "the graph is not empty: rebuilding would delete {} of its {} items; wipe it or run `novyra reconcile --force`",
+            report.would_delete,
+            report.graph_size
+        );
+    }
     println!(
         "graph: {} records read; written: {} concepts, {} links, {} mastery edges; removed: {} concepts, {} links, {} edges",
         report.records_read,

@@ -100,7 +100,7 @@ pub fn bkt_update(p_l: f64, observed_correct: bool, params: &BktParams) -> f64 {
 pub struct MasteryState {
     /// Current P(L).
     pub mastery: f64,
-    /// Attempts applied (also the version).
+    /// Attempts applied.
     pub attempts_total: i64,
     /// Correct attempts applied (hinted or not).
     pub attempts_correct: i64,
@@ -110,6 +110,10 @@ pub struct MasteryState {
     pub last_event_id: String,
     /// Event time of the last attempt applied, epoch milliseconds.
     pub updated_at: i64,
+    /// Changes so far: one per attempt applied, plus one per recomputation
+    /// that changed the state (new BKT parameters). The graph and the
+    /// mastery topic order updates by it, so it only ever grows.
+    pub version: i64,
 }
 
 /// What applying one attempt did, for the attempt's audit row.
@@ -133,12 +137,39 @@ impl MasteryState {
             confidence_weight: 0.0,
             last_event_id: String::new(),
             updated_at: 0,
+            version: 0,
         }
     }
 
-    /// The version is the number of attempts applied.
+    /// The state after `attempts` in order, from the prior of `params`: what
+    /// `mastery_records` must hold for a pair once its concept's parameters
+    /// are `params` (the version is left at the count; callers that replace
+    /// a stored state set it above the stored one).
+    pub fn replay<'a>(
+        params: &BktParams,
+        attempts: impl IntoIterator<Item = &'a crate::ConceptAttempted>,
+    ) -> Self {
+        let mut s = Self::initial(params);
+        for a in attempts {
+            s.apply(a, params);
+        }
+        s
+    }
+
+    /// Whether two states hold the same values, bit for bit, whatever
+    /// their versions.
+    pub fn same_values(&self, other: &Self) -> bool {
+        self.mastery.to_bits() == other.mastery.to_bits()
+            && self.attempts_total == other.attempts_total
+            && self.attempts_correct == other.attempts_correct
+            && self.confidence_weight.to_bits() == other.confidence_weight.to_bits()
+            && self.last_event_id == other.last_event_id
+            && self.updated_at == other.updated_at
+    }
+
+    /// The version: see the field.
     pub fn version(&self) -> i64 {
-        self.attempts_total
+        self.version
     }
 
     /// Applies one attempt in place.
@@ -153,10 +184,11 @@ impl MasteryState {
         self.confidence_weight += 1.0 / (1.0 + f64::from(attempt.hints_used.max(0)));
         self.last_event_id.clone_from(&attempt.event_id);
         self.updated_at = attempt.occurred_at;
+        self.version += 1;
         Applied {
             before,
             after: self.mastery,
-            version: self.attempts_total,
+            version: self.version,
         }
     }
 

@@ -36,6 +36,12 @@ pub struct Health {
     pub relayed: IntCounterVec,
     /// Drift found by scheduled reconciliation, by kind.
     pub reconcile_drift: IntCounterVec,
+    /// Mastery rows a recomputation read, by result (`changed`, `unchanged`).
+    pub recomputed: IntCounterVec,
+    /// Scheduled reconciliations that wrote nothing, by reason
+    /// (`incomplete`: it could not see the whole truth; `delete_brake`: it
+    /// would have deleted too much; `error`: anything else).
+    pub reconcile_aborted: IntCounterVec,
     /// Kafka create time to downstream commit, per record, by group.
     pub end_to_end: HistogramVec,
     /// 1 while a dependency is unreachable, by dependency.
@@ -135,6 +141,18 @@ impl Health {
                 "novyra_reconcile_drift_total",
                 "drift found (and repaired) by scheduled reconciliation",
                 &["kind"],
+            ),
+            recomputed: counter(
+                &r,
+                "novyra_mastery_recomputed_rows_total",
+                "mastery rows recomputed after a change of BKT parameters, by result",
+                &["result"],
+            ),
+            reconcile_aborted: counter(
+                &r,
+                "novyra_reconcile_aborted_total",
+                "scheduled reconciliations that wrote nothing, by reason",
+                &["reason"],
             ),
             end_to_end: histogram(
                 &r,

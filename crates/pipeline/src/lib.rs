@@ -15,6 +15,7 @@ pub mod graph_sink;
 pub mod health;
 pub mod ingest;
 pub mod loadgen;
+pub mod recompute;
 pub mod reconcile;
 pub mod relay;
 pub mod run;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use novyra_kafka::lag::{describe_group, group_lag, PartitionLag};
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog, graph_sink, ingest, relay, Config, Health};
+use crate::{catalog, graph_sink, ingest, recompute, relay, Config, Health};
 
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,11 @@ pub enum WorkerError {
     /// A task panicked.
     #[error("worker task failed: {0}")]
     Join(String),
+    /// A job that deletes or republishes could not see the whole truth (a
+    /// record it cannot read, a topic read that stopped short), so it
+    /// wrote nothing.
+    #[error("incomplete view, nothing written: {0}")]
+    Incomplete(String),
 }
 
 /// Which workers to run.
@@ -116,7 +121,10 @@ fn spawn(
             }
         }
         Worker::Catalog => {
+            let (h2, s2) = (health.clone(), stop.clone());
+            let store = novyra_store::Store::new(&cfg.store());
             set.spawn(async move { catalog::run(&cfg, &health, stop).await });
+            set.spawn(async move { recompute::run(&store?, &h2, s2).await });
         }
         Worker::Graph => {
             set.spawn(async move { graph_sink::run(&cfg, &health, stop).await });
@@ -239,7 +247,13 @@ pub async fn run(
                         Some(s) => matches!(s.outbox_len().await, Ok(0)),
                         None => false,
                     };
-                idle_rounds = if lag_zero && outbox_empty {
+                // A recomputation queued by the catalog is still to come.
+                let recomputed = !running.contains(&cfg.group(catalog::GROUP))
+                    || match &store {
+                        Some(s) => matches!(s.recompute_pending().await, Ok(0)),
+                        None => false,
+                    };
+                idle_rounds = if lag_zero && outbox_empty && recomputed {
                     idle_rounds + 1
                 } else {
                     0
@@ -259,6 +273,9 @@ pub async fn run(
             for (kind, _) in crate::reconcile::Report::default().kinds() {
                 health.reconcile_drift.with_label_values(&[kind]);
             }
+            for reason in ["incomplete", "delete_brake", "error"] {
+                health.reconcile_aborted.with_label_values(&[reason]);
+            }
             tokio::spawn(async move {
                 let every = Duration::from_secs(cfg.pipeline.reconcile_interval_secs);
                 loop {
@@ -268,12 +285,24 @@ pub async fn run(
                     }
                     let o = crate::reconcile::ReconcileOptions::default();
                     match crate::reconcile::reconcile(&cfg, &o).await {
+                        Ok(report) if report.refused => {
+                            health.reconcile_aborted.with_label_values(&["delete_brake"]).inc();
+                            tracing::error!(
+                                would_delete = report.would_delete,
+                                graph_size = report.graph_size,
+                                "scheduled reconciliation refused: it would delete more than pipeline.reconcile_max_delete_share of the graph; run `novyra reconcile --dry-run` and, if the deletes are right, `--force`"
+                            );
+                        }
                         Ok(report) => {
                             for (kind, n) in report.kinds() {
                                 health.reconcile_drift.with_label_values(&[kind]).inc_by(n);
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "scheduled reconciliation failed"),
+                        Err(e) => {
+                            let reason = if matches!(e, WorkerError::Incomplete(_)) { "incomplete" } else { "error" };
+                            health.reconcile_aborted.with_label_values(&[reason]).inc();
+                            tracing::error!(error = %e, "scheduled reconciliation wrote nothing");
+                        }
                     }
                 }
             })

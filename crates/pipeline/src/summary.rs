@@ -31,29 +31,33 @@ pub struct Summary {
     pub next_for: Option<(String, Vec<novyra_graph::NextConcept>)>,
 }
 
-/// Recomputes BKT from the audit rows; returns (attempts checked, mismatches,
-/// final values per pair).
+/// Checks the audit rows and recomputes mastery from them, independently of
+/// the store's code: returns (attempts checked, audit rows whose `after` is
+/// not one BKT step from their `before` with the parameters they record,
+/// final mastery per pair replayed with the catalogue's current parameters,
+/// the defaults for a concept it lacks). Rows must come per pair in applied
+/// order.
 pub fn recompute(
     rows: &[novyra_store::stats::AttemptAudit],
+    current: &HashMap<String, BktParams>,
 ) -> (usize, usize, HashMap<(String, String), f64>) {
     let mut finals: HashMap<(String, String), f64> = HashMap::new();
     let mut bad = 0;
     for r in rows {
-        let p = BktParams {
+        let recorded = BktParams {
             p_init: r.params.0,
             p_transit: r.params.1,
             p_slip: r.params.2,
             p_guess: r.params.3,
         };
-        let key = (r.user_id.clone(), r.concept_id.clone());
-        let before = *finals.get(&key).unwrap_or(&p.p_init);
-        let after = bkt_update(before, r.correct && r.hints_used == 0, &p);
-        if before.to_bits() != r.mastery_before.to_bits()
-            || after.to_bits() != r.mastery_after.to_bits()
-        {
+        let observed = r.correct && r.hints_used == 0;
+        if bkt_update(r.mastery_before, observed, &recorded).to_bits() != r.mastery_after.to_bits() {
             bad += 1;
         }
-        finals.insert(key, after);
+        let p = current.get(&r.concept_id).copied().unwrap_or_default();
+        let key = (r.user_id.clone(), r.concept_id.clone());
+        let before = *finals.get(&key).unwrap_or(&p.p_init);
+        finals.insert(key, bkt_update(before, observed, &p));
     }
     (rows.len(), bad, finals)
 }
@@ -110,7 +114,10 @@ pub async fn gather(
             s.tables.mastery_records, s.tables.attempted_pairs
         ),
     ));
-    let (n, bad, finals) = recompute(&store.attempts_in_applied_order().await?);
+    let (n, bad, finals) = recompute(
+        &store.attempts_in_applied_order().await?,
+        &store.catalogue_params().await?,
+    );
     let mastery = store.mastery_rows().await?;
     let final_bad = mastery
         .iter()

@@ -164,6 +164,7 @@ async fn pipeline_stores_every_distinct_attempt_and_mirrors_mastery_in_the_graph
     // Independent recomputation of BKT, bit for bit.
     let (n, bad_rows, finals) = novyra_pipeline::summary::recompute(
         &store.attempts_in_applied_order().await.expect("audit"),
+        &store.catalogue_params().await.expect("catalogue"),
     );
     assert_eq!((n, bad_rows), (1_500, 0));
     let mastery = store.mastery_rows().await.expect("mastery");

@@ -71,6 +71,7 @@ async fn attempts_from_confluent_python_client_are_ingested() {
     assert_eq!(counts.mastery_records, 15, "5 users x 3 concepts");
     let (n, bad, _) = novyra_pipeline::summary::recompute(
         &store.attempts_in_applied_order().await.expect("audit"),
+        &store.catalogue_params().await.expect("catalogue"),
     );
     assert_eq!((n, bad), (60, 0));
     let edges = cfg

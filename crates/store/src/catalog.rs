@@ -1,9 +1,11 @@
 //! The relational mirror of the curriculum: concepts and prerequisite links.
-//! Writes are idempotent upserts and deletes, so redelivery is harmless.
+//! Writes are idempotent upserts and deletes, so redelivery is harmless. A
+//! change of a concept's effective BKT parameters queues the recomputation
+//! of its mastery in the same transaction (see [`crate::recompute`]).
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_core::{BktParams, ConceptUpserted, PrerequisiteLinked};
 
 use crate::schema::{concept_prerequisites, concepts};
@@ -31,6 +33,9 @@ impl Store {
                 match ch {
                     CatalogChange::Concept(x) => {
                         let p = BktParams::for_concept(x);
+                        if current_params(tx, &x.concept_id).await?.unwrap_or_default() != p {
+                            crate::recompute::enqueue(tx, &x.concept_id).await?;
+                        }
                         diesel::insert_into(concepts::table)
                             .values((
                                 concepts::id.eq(&x.concept_id),
@@ -61,6 +66,13 @@ impl Store {
                             .await?;
                     }
                     CatalogChange::ConceptDeleted(id) => {
+                        // Its attempts fall back to the defaults.
+                        if current_params(tx, id)
+                            .await?
+                            .is_some_and(|p| p != BktParams::default())
+                        {
+                            crate::recompute::enqueue(tx, id).await?;
+                        }
                         diesel::delete(concepts::table.filter(concepts::id.eq(id)))
                             .execute(tx)
                             .await?;
@@ -108,4 +120,30 @@ impl Store {
         })
         .await
     }
+}
+
+/// The stored parameters of a concept, locked until the transaction ends
+/// (`None`: the catalog does not know it, so its attempts use the defaults).
+pub async fn current_params(
+    tx: &mut AsyncPgConnection,
+    id: &str,
+) -> Result<Option<BktParams>, StoreError> {
+    let row: Option<(f64, f64, f64, f64)> = concepts::table
+        .filter(concepts::id.eq(id))
+        .select((
+            concepts::bkt_p_init,
+            concepts::bkt_p_transit,
+            concepts::bkt_p_slip,
+            concepts::bkt_p_guess,
+        ))
+        .for_update()
+        .first(tx)
+        .await
+        .optional()?;
+    Ok(row.map(|(p_init, p_transit, p_slip, p_guess)| BktParams {
+        p_init,
+        p_transit,
+        p_slip,
+        p_guess,
+    }))
 }

@@ -112,7 +112,7 @@ pub struct MasteryRow {
     pub attempts_correct: i64,
     /// Sum of 1/(1+hints).
     pub confidence_weight: f64,
-    /// Version (= attempts applied).
+    /// Version: attempts applied plus recomputations (only grows).
     pub version: i64,
     /// Last event applied.
     pub last_event_id: String,
@@ -121,7 +121,8 @@ pub struct MasteryRow {
 }
 
 impl MasteryRow {
-    fn state(&self) -> MasteryState {
+    /// The running state this row stores.
+    pub fn state(&self) -> MasteryState {
         MasteryState {
             mastery: self.mastery,
             attempts_total: self.attempts_total,
@@ -129,10 +130,12 @@ impl MasteryRow {
             confidence_weight: self.confidence_weight,
             last_event_id: self.last_event_id.clone(),
             updated_at: self.updated_at.timestamp_millis(),
+            version: self.version,
         }
     }
 
-    fn from_state(user_id: &str, concept_id: &str, s: &MasteryState) -> Self {
+    /// The row storing `s` for (user, concept).
+    pub fn from_state(user_id: &str, concept_id: &str, s: &MasteryState) -> Self {
         Self {
             user_id: user_id.to_owned(),
             concept_id: concept_id.to_owned(),
@@ -235,6 +238,15 @@ async fn apply_batch(
     tx: &mut AsyncPgConnection,
     batch: &AttemptBatch,
 ) -> Result<IngestOutcome, StoreError> {
+    // Held until commit: a concept's recomputation starts only once no
+    // transaction that may have read its old parameters is open
+    // (crate::recompute).
+    diesel::sql_query(format!(
+        "SELECT pg_advisory_xact_lock_shared({})",
+        crate::recompute::PARAMS_LOCK_KEY
+    ))
+    .execute(tx)
+    .await?;
     fence(tx, batch).await?;
     let mut outcome = IngestOutcome::default();
     if batch.records.is_empty() {
@@ -377,7 +389,16 @@ async fn apply_batch(
         .iter()
         .filter_map(|k| states.get(k).map(|s| MasteryRow::from_state(&k.0, &k.1, s)))
         .collect();
-    outcome.mastery_changed = upsert_mastery(tx, &mastery).await?;
+    outcome.mastery_changed =
+        write_mastery(tx, include_str!("sql/upsert_mastery.sql"), &mastery).await?;
+    if outcome.mastery_changed != mastery.len() {
+        // A recomputation replaced some of the rows read above.
+        return Err(StoreError::Conflict(format!(
+            "{} of {} mastery rows changed under the batch",
+            mastery.len() - outcome.mastery_changed,
+            mastery.len()
+        )));
+    }
     Ok(outcome)
 }
 
@@ -415,17 +436,19 @@ async fn insert_attempts(
     Ok(n)
 }
 
-/// Upserts the batch's final mastery rows and queues them in the outbox, in
-/// one statement (see `sql/upsert_mastery.sql`).
-async fn upsert_mastery(
+/// Writes mastery rows and queues them in the outbox, in one statement
+/// (`sql/upsert_mastery.sql` for the ingest, `sql/recompute_mastery.sql` for
+/// a recomputation); returns the rows written.
+pub(crate) async fn write_mastery(
     tx: &mut AsyncPgConnection,
+    sql: &str,
     rows: &[MasteryRow],
 ) -> Result<usize, StoreError> {
     use diesel::sql_types::{Array, BigInt, Double, Text, Timestamptz};
     if rows.is_empty() {
         return Ok(0);
     }
-    let n = diesel::sql_query(include_str!("sql/upsert_mastery.sql"))
+    let n = diesel::sql_query(sql)
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
             rows.iter()

@@ -96,6 +96,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    mastery_recompute (concept_id) {
+        concept_id -> Text,
+        generation -> Int8,
+        barrier_generation -> Int8,
+        after_user -> Text,
+        rows_changed -> Int8,
+        requested_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     rubric_evaluations (event_id, occurred_at) {
         event_id -> Text,
         occurred_at -> Timestamptz,
@@ -114,6 +125,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     concepts,
     consumer_offsets,
     mastery_outbox,
+    mastery_recompute,
     mastery_records,
     rubric_evaluations,
 );

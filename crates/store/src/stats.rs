@@ -78,16 +78,47 @@ impl Store {
             .await?)
     }
 
+    /// The BKT parameters of every concept the catalogue holds now.
+    pub async fn catalogue_params(
+        &self,
+    ) -> Result<std::collections::HashMap<String, novyra_core::BktParams>, StoreError> {
+        use crate::schema::concepts;
+        let mut c = self.conn().await?;
+        let rows: Vec<(String, f64, f64, f64, f64)> = concepts::table
+            .select((
+                concepts::id,
+                concepts::bkt_p_init,
+                concepts::bkt_p_transit,
+                concepts::bkt_p_slip,
+                concepts::bkt_p_guess,
+            ))
+            .load(&mut c)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, p_init, p_transit, p_slip, p_guess)| {
+                (
+                    id,
+                    novyra_core::BktParams {
+                        p_init,
+                        p_transit,
+                        p_slip,
+                        p_guess,
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Every stored attempt in the order mastery applied them: per
-    /// (user, concept), by source partition and offset.
+    /// (user, concept), by the version each one produced.
     pub async fn attempts_in_applied_order(&self) -> Result<Vec<AttemptAudit>, StoreError> {
         let mut c = self.conn().await?;
         Ok(concept_attempts::table
             .order((
                 concept_attempts::user_id,
                 concept_attempts::concept_id,
-                concept_attempts::source_partition,
-                concept_attempts::source_offset,
+                concept_attempts::mastery_version,
             ))
             .select((
                 concept_attempts::user_id,

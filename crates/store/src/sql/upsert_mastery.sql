@@ -15,6 +15,10 @@ WITH m AS (
         version = excluded.version,
         last_event_id = excluded.last_event_id,
         updated_at = excluded.updated_at
+    -- Only over the row the batch read: a recomputation in between bumped
+    -- the version without applying an attempt (crate::recompute).
+    WHERE mastery_records.version - mastery_records.attempts_total
+        = excluded.version - excluded.attempts_total
     RETURNING user_id, concept_id, mastery, version, attempts_total, attempts_correct,
               confidence_weight, last_event_id, updated_at
 )

@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS mastery_records_concept_user_idx;
+DROP TABLE IF EXISTS mastery_recompute;
