@@ -63,7 +63,7 @@ pub struct IngestOutcome {
     pub mastery_changed: usize,
 }
 
-struct NewAttempt<'a> {
+pub(crate) struct NewAttempt<'a> {
     event_id: &'a str,
     user_id: &'a str,
     concept_id: &'a str,
@@ -86,7 +86,7 @@ struct NewAttempt<'a> {
 
 #[derive(Insertable)]
 #[diesel(table_name = rubric_evaluations)]
-struct NewRubric<'a> {
+pub(crate) struct NewRubric<'a> {
     event_id: &'a str,
     occurred_at: DateTime<Utc>,
     user_id: &'a str,
@@ -314,22 +314,71 @@ async fn apply_batch(
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
-    let mut states: HashMap<(String, String), MasteryState> = load_mastery(tx, &pairs)
+    let states: HashMap<(String, String), MasteryState> = load_mastery(tx, &pairs)
         .await?
         .into_iter()
         .map(|r| ((r.user_id.clone(), r.concept_id.clone()), r.state()))
         .collect();
 
-    // Apply in Kafka order. One user's attempts share a partition (the key is
-    // the user id), so this is each user's true order.
-    let mut seen: HashSet<&str> = HashSet::with_capacity(batch.records.len());
-    let mut rows = Vec::with_capacity(batch.records.len());
+    let plan = plan_batch(&batch.records, &fresh, &params, states);
+    outcome.duplicates = plan.duplicates;
+    let (rows, rubrics, mastery) = (plan.attempts, plan.rubrics, plan.mastery);
+
+    outcome.inserted = insert_attempts(tx, &rows).await?;
+    for chunk in rubrics.chunks(INSERT_CHUNK) {
+        diesel::insert_into(rubric_evaluations::table)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .execute(tx)
+            .await?;
+    }
+
+    outcome.mastery_changed =
+        write_mastery(tx, include_str!("sql/upsert_mastery.sql"), &mastery).await?;
+    if outcome.mastery_changed != mastery.len() {
+        // A recomputation replaced some of the rows read above.
+        return Err(StoreError::Conflict(format!(
+            "{} of {} mastery rows changed under the batch",
+            mastery.len() - outcome.mastery_changed,
+            mastery.len()
+        )));
+    }
+    Ok(outcome)
+}
+
+/// What a batch writes, computed without I/O from the records, which of
+/// their event ids are new, the concepts' parameters and the stored states
+/// of the batch's pairs. Pure, so the replay-determinism property test
+/// drives exactly this code.
+pub struct BatchPlan<'a> {
+    /// Attempt rows to insert, in Kafka order.
+    pub(crate) attempts: Vec<NewAttempt<'a>>,
+    /// Rubric rows to insert.
+    pub(crate) rubrics: Vec<NewRubric<'a>>,
+    /// The final mastery row of every pair the batch changed, by key.
+    pub mastery: Vec<MasteryRow>,
+    /// Records skipped as already stored or repeated within the batch.
+    pub duplicates: usize,
+}
+
+/// Applies `records` in Kafka order (see [`BatchPlan`]). One user's attempts
+/// share a partition (the key is the user id), so this is each user's true
+/// order; a concept missing from `params` is scored with the defaults.
+pub fn plan_batch<'a>(
+    records: &'a [IngestRecord],
+    fresh: &HashSet<String>,
+    params: &HashMap<String, BktParams>,
+    mut states: HashMap<(String, String), MasteryState>,
+) -> BatchPlan<'a> {
+    let mut duplicates = 0;
+    let mut seen: HashSet<&str> = HashSet::with_capacity(records.len());
+    let mut rows = Vec::with_capacity(records.len());
     let mut rubrics = Vec::new();
     let mut changed: Vec<(String, String)> = Vec::new();
-    for r in &batch.records {
+    for r in records {
         let a = &r.attempt;
         if !fresh.contains(&a.event_id) || !seen.insert(a.event_id.as_str()) {
-            outcome.duplicates += 1;
+            duplicates += 1;
             continue;
         }
         let p = params.get(&a.concept_id).copied().unwrap_or_default();
@@ -373,33 +422,18 @@ async fn apply_batch(
             });
         }
     }
-
-    outcome.inserted = insert_attempts(tx, &rows).await?;
-    for chunk in rubrics.chunks(INSERT_CHUNK) {
-        diesel::insert_into(rubric_evaluations::table)
-            .values(chunk)
-            .on_conflict_do_nothing()
-            .execute(tx)
-            .await?;
-    }
-
     changed.sort_unstable();
     changed.dedup();
     let mastery: Vec<MasteryRow> = changed
         .iter()
         .filter_map(|k| states.get(k).map(|s| MasteryRow::from_state(&k.0, &k.1, s)))
         .collect();
-    outcome.mastery_changed =
-        write_mastery(tx, include_str!("sql/upsert_mastery.sql"), &mastery).await?;
-    if outcome.mastery_changed != mastery.len() {
-        // A recomputation replaced some of the rows read above.
-        return Err(StoreError::Conflict(format!(
-            "{} of {} mastery rows changed under the batch",
-            mastery.len() - outcome.mastery_changed,
-            mastery.len()
-        )));
+    BatchPlan {
+        attempts: rows,
+        rubrics,
+        mastery,
+        duplicates,
     }
-    Ok(outcome)
 }
 
 /// Inserts attempt rows as column arrays (see `sql/insert_attempts.sql`).

@@ -192,7 +192,12 @@ impl Store {
             .bind::<Text, _>(&job.concept_id)
             .load(tx)
             .await?;
-            let changed = replace_states(&rows, &job.concept_id, &params, attempts);
+            let changed = replace_states(
+                &rows,
+                &job.concept_id,
+                &params,
+                &by_user(&job.concept_id, attempts),
+            );
             out.rows_changed = changed.len();
             let written = write_mastery(tx, include_str!("sql/recompute_mastery.sql"), &changed).await?;
             if written != changed.len() {
@@ -217,18 +222,38 @@ impl Store {
     }
 }
 
-/// The rows among `rows` whose replay with `params` differs from what they
-/// hold, with their new values and a version one above the stored one.
-fn replace_states(
+/// The rows among `rows` whose replay with `params` of their user's
+/// attempts (in applied order) differs from what they hold, with the new
+/// values and a version one above the stored one. Pure, so the
+/// replay-determinism property test drives exactly this code.
+pub fn replace_states(
     rows: &[MasteryRow],
     concept_id: &str,
     params: &BktParams,
-    attempts: Vec<AttemptRow>,
+    attempts_by_user: &BTreeMap<String, Vec<ConceptAttempted>>,
 ) -> Vec<MasteryRow> {
-    let mut by_user: BTreeMap<String, Vec<ConceptAttempted>> = BTreeMap::new();
+    rows.iter()
+        .filter_map(|r| {
+            let stored = r.state();
+            let attempts = attempts_by_user
+                .get(&r.user_id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let mut fresh = MasteryState::replay(params, attempts);
+            if fresh.same_values(&stored) {
+                return None;
+            }
+            fresh.version = stored.version + 1;
+            Some(MasteryRow::from_state(&r.user_id, concept_id, &fresh))
+        })
+        .collect()
+}
+
+/// Attempt rows grouped by user, in the order they were read.
+fn by_user(concept_id: &str, attempts: Vec<AttemptRow>) -> BTreeMap<String, Vec<ConceptAttempted>> {
+    let mut out: BTreeMap<String, Vec<ConceptAttempted>> = BTreeMap::new();
     for a in attempts {
-        by_user
-            .entry(a.user_id.clone())
+        out.entry(a.user_id.clone())
             .or_default()
             .push(ConceptAttempted {
                 event_id: a.event_id,
@@ -241,16 +266,5 @@ fn replace_states(
                 rubric: None,
             });
     }
-    rows.iter()
-        .filter_map(|r| {
-            let stored = r.state();
-            let attempts = by_user.get(&r.user_id).map(Vec::as_slice).unwrap_or(&[]);
-            let mut fresh = MasteryState::replay(params, attempts);
-            if fresh.same_values(&stored) {
-                return None;
-            }
-            fresh.version = stored.version + 1;
-            Some(MasteryRow::from_state(&r.user_id, concept_id, &fresh))
-        })
-        .collect()
+    out
 }
