@@ -135,7 +135,11 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
     publish_attempts(attempts(600, 2)).await;
     run_until_idle(&env);
     let store = novyra_store::Store::new(&env.cfg.store()).expect("store");
-    assert!(store.catalogue_params().await.expect("catalogue").is_empty());
+    assert!(store
+        .catalogue_params()
+        .await
+        .expect("catalogue")
+        .is_empty());
     assert_eq!(assert_follows_catalogue(&env, "defaults").await, 600);
     let before = mastery_table(&env.cfg).await;
 
@@ -150,7 +154,11 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
     let after = mastery_table(&env.cfg).await;
     assert_eq!(after.len(), before.len());
     for (b, a) in before.iter().zip(&after) {
-        assert_ne!(a.mastery_bits, b.mastery_bits, "{}/{}", a.user_id, a.concept_id);
+        assert_ne!(
+            a.mastery_bits, b.mastery_bits,
+            "{}/{}",
+            a.user_id, a.concept_id
+        );
         assert_eq!(a.attempts_total, b.attempts_total);
         assert_eq!(a.version, b.version + 1, "one recomputation");
     }
@@ -180,12 +188,7 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
     // must still hold the same values.
     let (code, out) = novyra(
         &env.cfg,
-        &[
-            "replay",
-            "--schema",
-            &format!("{}_r", env.name),
-            "--verify",
-        ],
+        &["replay", "--schema", &format!("{}_r", env.name), "--verify"],
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("verify: identical"), "{out}");

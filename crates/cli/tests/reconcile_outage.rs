@@ -78,7 +78,11 @@ async fn refuses_while_down(env: &Env, neo: &neo4rs::Graph, dependency: &str) {
         assert!(out.trim().is_empty(), "no report is printed: {out}");
         assert!(!err.trim().is_empty(), "the error is said");
     }
-    assert_eq!(edge_count(neo, &p).await, edges, "{dependency} down: graph untouched");
+    assert_eq!(
+        edge_count(neo, &p).await,
+        edges,
+        "{dependency} down: graph untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,10 +183,8 @@ async fn reconcile_writes_nothing_without_the_whole_truth() {
     assert_eq!(report["extra_mastery"], with_ghosts - full, "{out}");
     assert!(err.contains("--force"), "{err}");
     assert_eq!(edge_count(&neo, &p).await, with_ghosts, "nothing deleted");
-    let (code, out, err) = novyra_full(
-        &env,
-        &["reconcile", "--json", "--force", "--id-prefix", &p],
-    );
+    let (code, out, err) =
+        novyra_full(&env, &["reconcile", "--json", "--force", "--id-prefix", &p]);
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(edge_count(&neo, &p).await, full, "the ghosts are gone");
 }

@@ -82,7 +82,9 @@ pub async fn decode_record(
     };
     let Some(payload) = payload else {
         return match (kind, key) {
-            (EventKind::Concept, Some(k)) if !k.is_empty() => Ok(Change::ConceptDeleted(k.to_owned())),
+            (EventKind::Concept, Some(k)) if !k.is_empty() => {
+                Ok(Change::ConceptDeleted(k.to_owned()))
+            }
             (EventKind::Prerequisite, Some(k)) => match keys::parse_prerequisite_key(k) {
                 Some((a, b)) => Ok(Change::Unlink(a.to_owned(), b.to_owned())),
                 None => refuse(

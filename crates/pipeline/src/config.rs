@@ -330,7 +330,10 @@ impl Config {
             return bad("pipeline.mastery_threshold", "must be within 0..=1");
         }
         if !(0.0..=1.0).contains(&self.pipeline.reconcile_max_delete_share) {
-            return bad("pipeline.reconcile_max_delete_share", "must be within 0..=1");
+            return bad(
+                "pipeline.reconcile_max_delete_share",
+                "must be within 0..=1",
+            );
         }
         if let Some(s) = &self.database.schema {
             if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

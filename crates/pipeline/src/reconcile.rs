@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use novyra_core::{keys, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
 use crate::changes::{decode_record, Change};
+use novyra_core::{keys, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
 use novyra_graph::GraphBatch;
 use novyra_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use novyra_kafka::rdkafka::message::Message;

@@ -51,7 +51,8 @@ pub fn recompute(
             p_guess: r.params.3,
         };
         let observed = r.correct && r.hints_used == 0;
-        if bkt_update(r.mastery_before, observed, &recorded).to_bits() != r.mastery_after.to_bits() {
+        if bkt_update(r.mastery_before, observed, &recorded).to_bits() != r.mastery_after.to_bits()
+        {
             bad += 1;
         }
         let p = current.get(&r.concept_id).copied().unwrap_or_default();

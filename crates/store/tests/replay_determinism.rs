@@ -75,8 +75,11 @@ impl Tables {
             .map(|(k, s)| MasteryRow::from_state(&k.0, &k.1, s))
             .collect();
         rows.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        let mut ordered: Vec<&(Key, i64, ConceptAttempted)> =
-            self.attempts.iter().filter(|(k, _, _)| k.1 == concept).collect();
+        let mut ordered: Vec<&(Key, i64, ConceptAttempted)> = self
+            .attempts
+            .iter()
+            .filter(|(k, _, _)| k.1 == concept)
+            .collect();
         ordered.sort_by(|a, b| (&a.0 .0, a.1).cmp(&(&b.0 .0, b.1)));
         let mut by_user: BTreeMap<String, Vec<ConceptAttempted>> = BTreeMap::new();
         for (k, _, a) in ordered {
