@@ -11,7 +11,7 @@ export NEO4J_PASSWORD ?= novyra-dev-password
 export RUST_LOG ?= info,rdkafka=warn
 CARGO ?= cargo
 
-.PHONY: demo test bench stack-up stack-down stack-status build lint interop-venv
+.PHONY: demo test bench chaos stack-up stack-down stack-status build lint interop-venv
 
 stack-up:
 	bash deploy/stack.sh up
@@ -45,6 +45,13 @@ interop-venv: $(VENV)/.installed
 # Neo4j for a minute each, so do not run `make test` beside a demo you need.
 test: stack-up interop-venv
 	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace
+
+# A seeded, randomized fault schedule against the local stack with an
+# independent checker (tests/chaos/chaos.py). CHAOS_SEED=N reproduces a
+# run's schedule, CHAOS_MINUTES sets its length (default 10). It stops and
+# starts stack services: do not run it beside a demo you need.
+chaos: stack-up build interop-venv
+	$(VENV)/bin/python tests/chaos/chaos.py
 
 # Ingest throughput, latency at a fixed rate and peak RSS, next to a
 # one-row-at-a-time baseline; see docs/benchmarks.md.

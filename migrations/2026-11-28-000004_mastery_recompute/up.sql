@@ -1,7 +1,7 @@
 -- Mastery follows the concept's current BKT parameters (DESIGN.md: mastery
 -- is a pure function of the attempt log and the current catalogue). When a
 -- concept's effective parameters change (it arrives after its attempts, is
--- re-tuned, or is deleted and falls back to the defaults), the catalog
+-- or is re-tuned), the catalog
 -- transaction queues the concept here; a background task recomputes its
 -- mastery rows from concept_attempts in batches, keyed by user, and moves
 -- `after_user` forward in the same transaction, so a crash resumes where

@@ -98,7 +98,7 @@ pub struct MasteryUpdated {
     pub concept_id: String,
     /// P(L) after the last applied attempt.
     pub mastery: f64,
-    /// Number of attempts applied; orders updates for the graph's version guard.
+    /// Changes applied (attempts plus recomputations); orders updates for the graph's version guard.
     pub version: i64,
     /// Attempts applied.
     pub attempts_total: i64,

@@ -33,13 +33,35 @@ pub enum GraphError {
 }
 
 impl GraphError {
-    /// Connection and transient server errors are worth retrying.
+    /// By the server's status code: a client error about the request itself
+    /// (`Neo.ClientError.Statement.*`, `.Schema.*`, `.Request.*`: a
+    /// constraint, a value it cannot store, a syntax error) will fail again,
+    /// and so will a value we could not encode or decode. Everything else
+    /// (connection loss, transient and database errors, security errors
+    /// during a credential rotation, a database not yet available) is
+    /// retried with backoff and reported as not-ready.
     pub fn is_retryable(&self) -> bool {
+        use neo4rs::{Error as E, Neo4jClientErrorKind as C, Neo4jErrorKind as K};
         match self {
-            GraphError::Neo4j(e) => {
-                let s = e.to_string();
-                !(s.contains("Neo.ClientError.Statement") || s.contains("Neo.ClientError.Schema"))
+            GraphError::Neo4j(E::Neo4j(e)) => {
+                !matches!(e.kind(), K::Client(C::Other | C::ProtocolViolation))
             }
+            GraphError::Neo4j(
+                E::StringTooLong
+                | E::MapTooBig
+                | E::BytesTooBig
+                | E::ListTooLong
+                | E::InvalidInteger(..)
+                | E::IntegerOverflow(..)
+                | E::ConversionError
+                | E::DeserializationError(_)
+                | E::UnknownType(_)
+                | E::InvalidTypeMarker(_)
+                | E::UnsupportedScheme(_)
+                | E::UrlParseError(_)
+                | E::InvalidConfig,
+            ) => false,
+            GraphError::Neo4j(_) => true,
             GraphError::Row(_) => false,
         }
     }

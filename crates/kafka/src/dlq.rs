@@ -152,5 +152,15 @@ pub fn read_all(
             payload: m.payload().map(<[u8]>::to_vec),
         });
     }
+    if !open.is_empty() {
+        // Listing or replaying from part of the DLQ would silently skip
+        // dead letters: fail instead.
+        let mut short: Vec<i32> = open.into_keys().collect();
+        short.sort_unstable();
+        return Err(crate::KafkaError::Incomplete {
+            topic: dlq_topic.to_owned(),
+            detail: format!("partitions {short:?} not read to their end within 120 s"),
+        });
+    }
     Ok(out)
 }

@@ -16,6 +16,14 @@ pub enum KafkaError {
     /// A client call failed.
     #[error("kafka: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    /// A read stopped short of the end offsets it set out to reach.
+    #[error("{topic}: incomplete read: {detail}")]
+    Incomplete {
+        /// The topic.
+        topic: String,
+        /// Which partitions, and why.
+        detail: String,
+    },
     /// A topic could not be created.
     #[error("creating topic {topic}: {detail}")]
     CreateTopic {
@@ -24,4 +32,26 @@ pub enum KafkaError {
         /// What the broker said.
         detail: String,
     },
+}
+
+/// Whether a produce error is the record's or the configuration's, so that
+/// retrying can never succeed (a record over the topic's size limit, a
+/// principal without the ACL): callers must stop loudly instead of retrying
+/// in silence. Timeouts, unreachable brokers and leader changes are not
+/// permanent.
+pub fn is_permanent_produce_error(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::InvalidMessage
+                | C::InvalidMessageSize
+                | C::MessageSizeTooLarge
+                | C::InvalidRecord
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::PolicyViolation
+                | C::InvalidRequiredAcks
+        )
+    )
 }

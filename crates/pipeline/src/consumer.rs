@@ -172,6 +172,9 @@ pub struct Refused {
 
 /// Publishes refused records to the DLQ and waits for every ack: the
 /// source offsets must not be committed before the DLQ has the records.
+/// Transient failures are retried with backoff; a permanent one (see
+/// [`novyra_kafka::is_permanent_produce_error`]) is returned, which stops
+/// the worker.
 pub async fn send_to_dlq(
     producer: &FutureProducer,
     dlq_topic: &str,
@@ -204,7 +207,17 @@ pub async fn send_to_dlq(
                 .await
                 .map_err(|(e, _)| e)
         };
-        crate::health::retry(health, "kafka", stop, |_| true, send).await?;
+        let retryable = |e: &novyra_kafka::rdkafka::error::KafkaError| {
+            !novyra_kafka::is_permanent_produce_error(e)
+        };
+        if let Err(e) = crate::health::retry(health, "kafka", stop, retryable, send).await {
+            if !retryable(&e) {
+                // NB: the source offset must not move past a record the DLQ
+                // does not have, so the worker stops instead.
+                tracing::error!(group, topic = r.msg.topic(), partition = r.msg.partition(), offset = r.msg.offset(), error = %e, "the dlq refuses this record for good; stopping");
+            }
+            return Err(e);
+        }
         health.dlq.with_label_values(&[group, r.class]).inc();
     }
     Ok(())

@@ -7,19 +7,24 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use novyra_core::keys;
-use novyra_kafka::rdkafka::producer::FutureRecord;
+use novyra_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use novyra_registry::{Codec, EventKind};
-use novyra_store::outbox::RelayError;
+use novyra_store::outbox::RelayLease;
 use novyra_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::run::WorkerError;
 use crate::{Config, Health};
 
-/// Rows per relay transaction.
+/// Rows per relay round.
 const RELAY_BATCH: i64 = 5_000;
 
-/// Runs the relay until `stop`.
+/// How often a relay without the lease, or with an empty outbox, looks again.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// Runs the relay until `stop`: takes the lease when it can, then reads,
+/// publishes (waiting for every ack) and deletes rows, holding no
+/// transaction open while Kafka answers.
 pub async fn run(
     cfg: &Config,
     health: &Health,
@@ -30,43 +35,20 @@ pub async fn run(
     let producer = cfg.kafka().producer()?;
     let topic = cfg.topic("mastery");
     health.relayed.with_label_values(&[&topic]);
-    let mut delay = Duration::from_millis(100);
+    let mut lease: Option<RelayLease> = None;
+    let mut delay = IDLE;
     while !stop.is_cancelled() {
-        let (codec, producer, topic) = (&codec, &producer, topic.as_str());
-        let result = store
-            .relay_outbox(RELAY_BATCH, |events| async move {
-                let mut payloads = Vec::with_capacity(events.len());
-                for e in &events {
-                    let bytes = codec
-                        .encode(topic, EventKind::Mastery, e)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    payloads.push((keys::mastery_key(&e.user_id, &e.concept_id), bytes));
-                }
-                let sends = payloads.iter().map(|(k, v)| {
-                    producer.send(
-                        FutureRecord::to(topic).key(k).payload(v),
-                        Duration::from_secs(60),
-                    )
-                });
-                try_join_all(sends).await.map_err(|(e, _)| e.to_string())?;
-                Ok::<(), String>(())
-            })
-            .await;
-        match result {
+        let round = relay_round(&store, &mut lease, &codec, &producer, &topic).await;
+        match round {
             Ok(n) => {
                 health.set("relay", None);
-                health.relayed.with_label_values(&[topic]).inc_by(n as u64);
-                delay = Duration::from_millis(100);
+                health.relayed.with_label_values(&[&topic]).inc_by(n as u64);
+                delay = IDLE;
                 if n as i64 == RELAY_BATCH {
                     continue;
                 }
             }
-            Err(e) => {
-                let msg = match &e {
-                    RelayError::Store(s) => s.to_string(),
-                    RelayError::Publish(p) => p.clone(),
-                };
+            Err(msg) => {
                 tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "outbox relay failed, retrying");
                 health.set("relay", Some(msg));
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -78,4 +60,57 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// One round; returns the rows relayed (0 without the lease). A Postgres
+/// failure drops the lease (its connection may be gone, and with it the
+/// lock); a Kafka failure keeps it and deletes nothing.
+async fn relay_round(
+    store: &Store,
+    lease: &mut Option<RelayLease>,
+    codec: &Codec,
+    producer: &FutureProducer,
+    topic: &str,
+) -> Result<usize, String> {
+    if lease.is_none() {
+        *lease = store.relay_lease().await.map_err(|e| e.to_string())?;
+    }
+    let Some(l) = lease.as_mut() else {
+        return Ok(0);
+    };
+    let rows = match l.take(RELAY_BATCH).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            *lease = None;
+            return Err(e.to_string());
+        }
+    };
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut payloads = Vec::with_capacity(rows.len());
+    for (_, e) in &rows {
+        let bytes = codec
+            .encode(topic, EventKind::Mastery, e)
+            .await
+            .map_err(|e| e.to_string())?;
+        payloads.push((keys::mastery_key(&e.user_id, &e.concept_id), bytes));
+    }
+    let sends = payloads.iter().map(|(k, v)| {
+        producer.send(
+            FutureRecord::to(topic).key(k).payload(v),
+            Duration::from_secs(60),
+        )
+    });
+    try_join_all(sends).await.map_err(|(e, _)| e.to_string())?;
+    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    match l.delete(&ids).await {
+        Ok(_) => Ok(rows.len()),
+        Err(e) => {
+            // Published but not deleted: the next relay publishes them
+            // again, which version-guarded consumers absorb.
+            *lease = None;
+            Err(e.to_string())
+        }
+    }
 }

@@ -66,13 +66,10 @@ impl Store {
                             .await?;
                     }
                     CatalogChange::ConceptDeleted(id) => {
-                        // Its attempts fall back to the defaults.
-                        if current_params(tx, id)
-                            .await?
-                            .is_some_and(|p| p != BktParams::default())
-                        {
-                            crate::recompute::enqueue(tx, id).await?;
-                        }
+                        // NB: no recomputation: the graph drops the concept
+                        // with its edges, and republishing its mastery rows
+                        // would bring the node back. Its rows keep their
+                        // last values (README, decisions).
                         diesel::delete(concepts::table.filter(concepts::id.eq(id)))
                             .execute(tx)
                             .await?;

@@ -46,6 +46,9 @@ impl StoreConfig {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool<AsyncPgConnection>,
+    /// For the connections that must not come from the pool (the relay
+    /// lease); holds credentials, never logged.
+    pub(crate) url: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -58,12 +61,13 @@ impl Store {
     /// Builds the pool; connections are made lazily, so a down server shows
     /// up on first use (and in readiness), not here.
     pub fn new(cfg: &StoreConfig) -> Result<Self, StoreError> {
-        let mgr = AsyncDieselConnectionManager::<AsyncPgConnection>::new(cfg.effective_url());
+        let url = cfg.effective_url();
+        let mgr = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.clone());
         let pool = Pool::builder(mgr)
             .max_size(cfg.max_connections.max(1))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, url })
     }
 
     /// A pooled connection.

@@ -1,11 +1,18 @@
-//! The outbox relay's side in Postgres. One relay at a time holds a
-//! transaction-scoped advisory lock, so each key's updates reach the topic
-//! in commit order even with several ingest processes running: a key's
-//! next update can only be written after its previous batch committed (the
-//! offset fence), so it always gets the higher outbox id.
+//! The outbox relay's side in Postgres. One relay at a time holds the
+//! relay lease, a session-level advisory lock on a connection of its own,
+//! so each key's updates reach the topic in commit order even with several
+//! ingest processes running: a key's next update can only be written after
+//! its previous one committed (the offset fence, or the row lock of a
+//! recomputation), so it always gets the higher outbox id.
+//!
+//! No transaction stays open while the relay waits on Kafka: rows are read,
+//! published, then deleted by id in statements of their own. The lease's
+//! connection is never pooled, since a pooled session would keep the lock
+//! after being handed back; when it breaks, Postgres releases the lock and
+//! another relay may take over.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_core::MasteryUpdated;
 
 use crate::schema::mastery_outbox;
@@ -20,60 +27,55 @@ struct Locked {
     locked: bool,
 }
 
+/// The right to relay: see the module doc. Dropping it releases it.
+pub struct RelayLease {
+    conn: AsyncPgConnection,
+}
+
+impl std::fmt::Debug for RelayLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayLease")
+    }
+}
+
+impl RelayLease {
+    /// Up to `limit` committed outbox rows in id order: (id, event).
+    pub async fn take(&mut self, limit: i64) -> Result<Vec<(i64, MasteryUpdated)>, StoreError> {
+        let rows: Vec<OutboxRow> = mastery_outbox::table
+            .order(mastery_outbox::id)
+            .limit(limit)
+            .select(OutboxRow::as_select())
+            .load(&mut self.conn)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.into_event())).collect())
+    }
+
+    /// Deletes the rows relayed; call only once Kafka acknowledged every one.
+    /// NB: exactly those ids, never an id range: ids come from a sequence,
+    /// so a concurrent ingest transaction can commit a lower id after the
+    /// read, and a range delete would drop it unpublished.
+    pub async fn delete(&mut self, ids: &[i64]) -> Result<usize, StoreError> {
+        Ok(
+            diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.eq_any(ids)))
+                .execute(&mut self.conn)
+                .await?,
+        )
+    }
+}
+
 impl Store {
-    /// Takes up to `limit` committed outbox rows in id order, hands them to
-    /// `publish` (which must return only once Kafka acknowledged every one),
-    /// then deletes them, all inside one transaction holding the relay lock.
-    /// Returns how many were relayed; 0 when another relay holds the lock.
-    /// If `publish` fails nothing is deleted and the rows are retried: the
-    /// topic may then see a record twice, which version-guarded consumers
-    /// absorb.
-    pub async fn relay_outbox<F, Fut, E>(
-        &self,
-        limit: i64,
-        publish: F,
-    ) -> Result<usize, RelayError<E>>
-    where
-        F: FnOnce(Vec<MasteryUpdated>) -> Fut + Send,
-        Fut: std::future::Future<Output = Result<(), E>> + Send,
-        E: Send,
-    {
-        let mut c = self.conn().await.map_err(RelayError::Store)?;
-        c.transaction::<_, RelayError<E>, _>(async |tx| {
-            let got: Vec<Locked> =
-                diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
-                    .bind::<diesel::sql_types::BigInt, _>(RELAY_LOCK)
-                    .load(tx)
-                    .await
-                    .map_err(|e| RelayError::Store(e.into()))?;
-            if !<[_]>::first(&got).is_some_and(|l| l.locked) {
-                return Ok(0);
-            }
-            let rows: Vec<OutboxRow> = mastery_outbox::table
-                .order(mastery_outbox::id)
-                .limit(limit)
-                .select(OutboxRow::as_select())
-                .load(tx)
-                .await
-                .map_err(|e| RelayError::Store(e.into()))?;
-            if rows.is_empty() {
-                return Ok(0);
-            }
-            // NB: delete exactly the rows published, never an id range: ids
-            // come from a sequence, so a concurrent ingest transaction can
-            // commit a lower id after this SELECT, and a range delete (which
-            // takes a fresh snapshot) would drop it unpublished.
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let n = rows.len();
-            let events = rows.into_iter().map(OutboxRow::into_event).collect();
-            publish(events).await.map_err(RelayError::Publish)?;
-            diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.eq_any(&ids)))
-                .execute(tx)
-                .await
-                .map_err(|e| RelayError::Store(e.into()))?;
-            Ok(n)
-        })
-        .await
+    /// Tries to become the relay; `None` while another process is.
+    pub async fn relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let got: Vec<Locked> = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<diesel::sql_types::BigInt, _>(RELAY_LOCK)
+            .load(&mut conn)
+            .await?;
+        Ok(<[_]>::first(&got)
+            .is_some_and(|l| l.locked)
+            .then_some(RelayLease { conn }))
     }
 
     /// (user, concept) keys with a row still waiting in the outbox: their
@@ -104,23 +106,6 @@ impl Store {
     pub async fn outbox_len(&self) -> Result<i64, StoreError> {
         let mut c = self.conn().await?;
         Ok(mastery_outbox::table.count().get_result(&mut c).await?)
-    }
-}
-
-/// A relay failure: the store's, or the publisher's.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError<E> {
-    /// Postgres failed.
-    #[error(transparent)]
-    Store(StoreError),
-    /// Publishing failed; nothing was deleted.
-    #[error("publish failed")]
-    Publish(E),
-}
-
-impl<E> From<diesel::result::Error> for RelayError<E> {
-    fn from(e: diesel::result::Error) -> Self {
-        RelayError::Store(e.into())
     }
 }
 
