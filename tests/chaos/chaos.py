@@ -181,7 +181,7 @@ class Load(threading.Thread):
 
     def __init__(self, run, seed, registry_url, brokers):
         super().__init__(daemon=True)
-        self.run, self.rng = run, random.Random(seed)
+        self.prefix, self.rng = run, random.Random(seed)
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         reg = SchemaRegistryClient({"url": registry_url})
@@ -195,6 +195,9 @@ class Load(threading.Thread):
         self.producer = Producer({
             "bootstrap.servers": brokers, "enable.idempotence": True, "linger.ms": 20,
             "message.timeout.ms": 900000, "queue.buffering.max.messages": 2000000,
+            # Broker outages are the point here: librdkafka's connection
+            # errors would drown the report.
+            "log_level": 2,
         })
         # What was produced, in order, and what Kafka acknowledged.
         self.attempts = []            # every valid attempt produced (duplicates included)
@@ -209,7 +212,7 @@ class Load(threading.Thread):
         self.seq = 0
 
     def topic(self, t):
-        return f"{self.run}.{t}"
+        return f"{self.prefix}.{t}"
 
     def produce(self, t, key, value, on_ack=None):
         def cb(err, msg):
@@ -230,7 +233,7 @@ class Load(threading.Thread):
         return self.ser[t](event, SerializationContext(self.topic(t), MessageField.VALUE))
 
     def concept_event(self, i, params=None):
-        cid = f"{self.run}-c{i:02d}"
+        cid = f"{self.prefix}-c{i:02d}"
         ev = {"concept_id": cid, "name": f"concept {i} v{self.counts['concepts']}",
               "domain": "chaos", "difficulty": round(self.rng.uniform(0.0, 1.0), 3),
               "bkt_p_init": None, "bkt_p_transit": None, "bkt_p_slip": None, "bkt_p_guess": None,
@@ -252,9 +255,9 @@ class Load(threading.Thread):
 
     def attempt(self):
         self.seq += 1
-        user = f"{self.run}-u{self.rng.randrange(USERS):03d}"
+        user = f"{self.prefix}-u{self.rng.randrange(USERS):03d}"
         ev = {"event_id": str(uuid.UUID(int=self.rng.getrandbits(128))), "user_id": user,
-              "concept_id": f"{self.run}-c{self.rng.randrange(CONCEPTS):02d}",
+              "concept_id": f"{self.prefix}-c{self.rng.randrange(CONCEPTS):02d}",
               "occurred_at": int(time.time() * 1000), "correct": self.rng.random() < 0.65,
               "hints_used": self.rng.choice([0, 0, 0, 1, 2]),
               "duration_ms": self.rng.randint(1000, 60000), "rubric": None}
@@ -270,7 +273,7 @@ class Load(threading.Thread):
         self.produce("attempts", ev["user_id"], self.encode("attempts", ev), acked)
 
     def poison_record(self):
-        user = f"{self.run}-u{self.rng.randrange(USERS):03d}"
+        user = f"{self.prefix}-u{self.rng.randrange(USERS):03d}"
         kind = self.rng.choice(["bad_magic", "unknown_schema", "negative_hints"])
         if kind == "bad_magic":
             value = b"\x07not avro at all"
@@ -279,7 +282,7 @@ class Load(threading.Thread):
         else:
             value = self.encode("attempts", {
                 "event_id": str(uuid.UUID(int=self.rng.getrandbits(128))), "user_id": user,
-                "concept_id": f"{self.run}-c00", "occurred_at": int(time.time() * 1000),
+                "concept_id": f"{self.prefix}-c00", "occurred_at": int(time.time() * 1000),
                 "correct": True, "hints_used": -1, "duration_ms": 10, "rubric": None})
 
         def acked(msg):
@@ -293,13 +296,15 @@ class Load(threading.Thread):
         if len(pubs) < 2:
             return
         a, b = sorted(self.rng.sample(pubs, 2))
-        key = f"{self.run}-c{a:02d}>{self.run}-c{b:02d}"
-        if self.links.get(key) and self.rng.random() < 0.4:
+        key = f"{self.prefix}-c{a:02d}>{self.prefix}-c{b:02d}"
+        linked = sorted(k for k, v in self.links.items() if v)
+        if linked and self.rng.random() < 0.3:
+            key = self.rng.choice(linked)
             self.links[key] = None
             self.counts["unlinks"] += 1
             self.produce("prerequisites", key, None)
         else:
-            ev = {"prerequisite_id": f"{self.run}-c{a:02d}", "concept_id": f"{self.run}-c{b:02d}",
+            ev = {"prerequisite_id": f"{self.prefix}-c{a:02d}", "concept_id": f"{self.prefix}-c{b:02d}",
                   "linked_at": int(time.time() * 1000)}
             self.links[key] = ev
             self.counts["links"] += 1
@@ -446,7 +451,7 @@ class Nemesis:
 def read_topic(brokers, topic, value_of):
     """Every record of `topic` up to its current end: (key, value, headers)."""
     c = Consumer({"bootstrap.servers": brokers, "group.id": f"chaos-check-{uuid.uuid4()}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 2})
     parts = c.list_topics(topic, timeout=30).topics[topic].partitions
     ends = {}
     for p in parts:
@@ -625,7 +630,8 @@ def main():
     run = f"chaos{a.seed}x{os.getpid()}"
     env = dict(os.environ)
     env.update({"NOVYRA_TOPIC_PREFIX": f"{run}.", "NOVYRA_DB_SCHEMA": run,
-                "NOVYRA_METRICS_ADDR": "127.0.0.1:0", "RUST_LOG": env.get("CHAOS_RUST_LOG", "info,rdkafka=warn")})
+                "NOVYRA_METRICS_ADDR": "127.0.0.1:0", "RUST_LOG": env.get("CHAOS_RUST_LOG", "info,rdkafka=warn"),
+                "RUST_BACKTRACE": "0"})
     log(f"seed {a.seed}, {a.minutes} minutes, run {run} (reproduce: CHAOS_SEED={a.seed} make chaos)")
     for cmd in (["db", "migrate"], ["topics"], ["schemas"]):
         subprocess.run([str(NOVYRA), *cmd], env=env, check=True, stdout=subprocess.DEVNULL)

@@ -123,3 +123,36 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
     let ids: Vec<&str> = ids.iter().map(|i| i.event_id.as_str()).collect();
     assert_eq!(ids, ["kept"]);
 }
+
+/// Regression (found by `make chaos`): ingest processes starting together
+/// all create the same month partitions; each must succeed, and the month
+/// exists once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workers_create_the_same_month_without_failing() {
+    let schema = format!("partrace{}", std::process::id());
+    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
+        .await
+        .expect("migrate");
+    for round in 0..5 {
+        let from = date(2040 + round, 1, 1);
+        let calls = (0..8).map(|_| {
+            let app = Store::new(&cfg("DATABASE_URL", &schema)).expect("app store");
+            tokio::spawn(async move { app.ensure_months_ahead(from, 2).await })
+        });
+        for r in futures::future::join_all(calls).await {
+            assert_eq!(
+                r.expect("task").expect("every caller succeeds"),
+                Vec::<NaiveDate>::new()
+            );
+        }
+    }
+    let app = Store::new(&cfg("DATABASE_URL", &schema)).expect("app store");
+    let names: Vec<String> = app
+        .attempt_partitions()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names.len(), 5 * 3 + 1, "{names:?}");
+}
