@@ -197,7 +197,12 @@ impl Codec {
         self.encoder
             .encode_struct(value, &Self::strategy(topic, kind))
             .await
-            .map_err(|e| EncodeError::Registry(e.to_string()))
+            .map_err(|e| {
+                // NB: the converter caches failed lookups; a registry that
+                // was down must be asked again next time.
+                self.encoder.remove_errors_from_cache();
+                EncodeError::Registry(e.to_string())
+            })
     }
 
     /// Decodes a payload into a raw Avro value (used by `tail`).
@@ -206,10 +211,9 @@ impl Codec {
         payload: &[u8],
     ) -> Result<(u32, Option<String>, Value), DecodeError> {
         let (id, _) = wire::split(payload)?;
-        self.decoder
-            .get_schema(id)
-            .await
-            .map_err(|e| classify_fetch(id, e))?;
+        if let Err(e) = self.decoder.get_schema(id).await {
+            return Err(self.classify_fetch(id, e).await);
+        }
         let r = self
             .decoder
             .decode(Some(payload))
@@ -219,6 +223,36 @@ impl Codec {
                 detail: e.to_string(),
             })?;
         Ok((id, r.name.map(|n| n.fullname(None)), r.value))
+    }
+
+    /// Why the writer schema `id` could not be had. Only the registry's
+    /// definite "not found" makes the id unknown (and the record poison);
+    /// anything else, including an HTTP 5xx (Apicurio answers 500 while its
+    /// database reconnects), is the registry's fault and retried. Found by
+    /// `make chaos`: a 500 was taken for an unknown id, and the converter
+    /// cached that failure, so valid records went to the DLQ for good.
+    async fn classify_fetch(&self, id: u32, e: SRCError) -> DecodeError {
+        // NB: the converter caches failed lookups; never keep one.
+        self.decoder.remove_errors_from_cache();
+        if e.retriable {
+            return DecodeError::Unavailable(e.to_string());
+        }
+        let url = format!("{}/schemas/ids/{id}", self.config.url.trim_end_matches('/'));
+        let mut req = self.http.get(&url);
+        if let Some(user) = &self.config.username {
+            req = req.basic_auth(user, self.config.password.as_deref());
+        }
+        match req.send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => DecodeError::UnknownSchema {
+                id,
+                detail: e.to_string(),
+            },
+            Ok(r) => DecodeError::Unavailable(format!(
+                "registry answered {} for schema id {id}: {e}",
+                r.status()
+            )),
+            Err(re) => DecodeError::Unavailable(format!("{re}; before that: {e}")),
+        }
     }
 
     /// Decodes a payload of `kind` with the compiled-in schema as reader.
@@ -262,16 +296,5 @@ impl Codec {
             schema_id: id,
             value,
         })
-    }
-}
-
-fn classify_fetch(id: u32, e: SRCError) -> DecodeError {
-    if e.retriable {
-        DecodeError::Unavailable(e.to_string())
-    } else {
-        DecodeError::UnknownSchema {
-            id,
-            detail: e.to_string(),
-        }
     }
 }
