@@ -31,14 +31,23 @@ fn novyra_full(env: &Env, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The mastery topic's end offsets, summed. Right after a broker restart
+/// the metadata may still name no leader, so this asks again for a while.
 fn mastery_end(env: &Env) -> i64 {
     let c: novyra_kafka::rdkafka::consumer::BaseConsumer =
         env.cfg.kafka().reader_config().create().expect("client");
-    novyra_kafka::lag::watermarks(&c, &env.cfg.topic("mastery"), Duration::from_secs(30))
-        .expect("marks")
-        .iter()
-        .map(|(_, _, high)| high)
-        .sum()
+    let started = Instant::now();
+    loop {
+        match novyra_kafka::lag::watermarks(&c, &env.cfg.topic("mastery"), Duration::from_secs(30))
+        {
+            Ok(marks) => return marks.iter().map(|(_, _, high)| high).sum(),
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                println!("end offsets not yet readable: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => panic!("mastery end offsets: {e}"),
+        }
+    }
 }
 
 async fn edge_count(neo: &neo4rs::Graph, prefix: &str) -> i64 {
