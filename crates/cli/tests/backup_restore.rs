@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use common::*;
@@ -98,17 +98,6 @@ fn graph_sha(env: &Env) -> String {
     );
     assert_eq!(code, 0, "{out}");
     out.rsplit("sha256 ").next().expect("sha").trim().to_owned()
-}
-
-fn run_until_idle(cfg: &Config) {
-    let status = command(cfg)
-        .args(["run", "--exit-when-idle"])
-        .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("novyra run");
-    assert!(status.success());
 }
 
 fn drift(env: &Env, dry_run: bool) -> Report {

@@ -10,23 +10,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 
 use common::*;
 use novyra_core::{BktParams, ConceptAttempted, ConceptUpserted};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_registry::{Codec, EventKind};
-
-fn run_until_idle(env: &Env) {
-    let status = command(&env.cfg)
-        .args(["run", "--exit-when-idle"])
-        .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("novyra run");
-    assert!(status.success());
-}
 
 /// Every law the test holds the pipeline to, after it went idle.
 async fn assert_follows_catalogue(env: &Env, what: &str) -> usize {
@@ -133,7 +121,7 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
 
     // 1. Attempts for concepts nobody has published yet: the defaults.
     publish_attempts(attempts(600, 2)).await;
-    run_until_idle(&env);
+    run_until_idle(&env.cfg);
     let store = novyra_store::Store::new(&env.cfg.store()).expect("store");
     assert!(store
         .catalogue_params()
@@ -149,7 +137,7 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
         assert_ne!(BktParams::for_concept(c), BktParams::default());
     }
     publish_concepts(curriculum.concepts.clone()).await;
-    run_until_idle(&env);
+    run_until_idle(&env.cfg);
     assert_follows_catalogue(&env, "concepts arrived").await;
     let after = mastery_table(&env.cfg).await;
     assert_eq!(after.len(), before.len());
@@ -175,7 +163,7 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
     publish_attempts(first.to_vec()).await;
     publish_concepts(retuned.clone()).await;
     publish_attempts(second.to_vec()).await;
-    run_until_idle(&env);
+    run_until_idle(&env.cfg);
     assert_eq!(
         assert_follows_catalogue(&env, "parameters changed").await,
         1_800

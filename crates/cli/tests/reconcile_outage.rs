@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -111,14 +110,7 @@ async fn reconcile_writes_nothing_without_the_whole_truth() {
     loadgen::generate_and_publish(&env.cfg, &o, true)
         .await
         .expect("publish");
-    let status = command(&env.cfg)
-        .args(["run", "--exit-when-idle"])
-        .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("novyra run");
-    assert!(status.success());
+    run_until_idle(&env.cfg);
     let neo = neo4rs::Graph::new(
         &env.cfg.neo4j.uri,
         &env.cfg.neo4j.user,

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -38,14 +37,7 @@ async fn replay_rebuilds_and_verifies() {
     loadgen::generate_and_publish(&env.cfg, &o(3_000, 1), true)
         .await
         .expect("publish");
-    let status = command(&env.cfg)
-        .args(["run", "--exit-when-idle"])
-        .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("novyra run");
-    assert!(status.success());
+    run_until_idle(&env.cfg);
     let live = mastery_table(&env.cfg).await;
     assert!(live.len() > 100);
     let topic_before = mastery_end(&env);

@@ -7,14 +7,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use novyra_core::{keys, validate, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
-use novyra_kafka::rdkafka::consumer::{CommitMode, Consumer};
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
 use novyra_registry::{Codec, EventKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{
-    key_str, next_batch, send_to_dlq, store_offsets, Ctx, PipelineConsumer, Refused,
-};
+use crate::consumer::{key_str, send_to_dlq, Ctx, Refused, Source};
 use crate::health::retry;
 use crate::run::WorkerError;
 use crate::{Config, Health};
@@ -220,16 +217,19 @@ pub async fn consume<S: ChangeSink + Sync>(
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
     let dlq_topic = cfg.topic("dlq");
-    let consumer: PipelineConsumer = cfg
-        .kafka()
-        .consumer_config(group)
-        .create_with_context(Ctx::new(group, health))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
+    let mut source = Source::start(
+        &cfg.kafka().consumer_config(group),
+        Ctx::new(group, health),
+        &names,
+        2 * cfg.pipeline.max_batch,
+    )?;
     tracing::info!(group, "worker started");
     let linger = Duration::from_millis(cfg.pipeline.batch_linger_ms);
     while !stop.is_cancelled() {
-        let msgs = next_batch(&consumer, cfg.pipeline.max_batch, linger, &stop).await;
+        let msgs = source
+            .next_batch(cfg.pipeline.max_batch, linger, &stop)
+            .await?;
         if msgs.is_empty() {
             continue;
         }
@@ -297,9 +297,9 @@ pub async fn consume<S: ChangeSink + Sync>(
             .observe(msgs.len() as f64);
         health.committed.with_label_values(&[group]).inc_by(applied);
         health.observe_end_to_end(group, &msgs);
-        store_offsets(&consumer, &msgs);
+        source.store_offsets(&msgs);
     }
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    source.close().await;
     tracing::info!(group, "worker stopped");
     Ok(())
 }

@@ -1,31 +1,27 @@
 //! The `novyra-ingest` group: attempts → one Postgres transaction per batch.
 //!
 //! Offsets: Postgres holds the authoritative next offset per partition,
-//! written in the batch's own transaction. Kafka's committed offsets trail
-//! behind (stored only after the Postgres commit), so on assignment the
-//! consumer starts at or before the Postgres offset; records below it are
-//! skipped, and if Kafka is behind or ahead we seek to the Postgres offset.
-//! A batch only commits if each partition's stored offset is still the one
-//! it started from, which fences a zombie that lost its partitions.
+//! written in the batch's own transaction, and assigned partitions start
+//! there (see [`crate::consumer::Ctx`]). Records below it are skipped. A
+//! batch only commits if each partition's stored offset is still the one it
+//! started from, which fences a zombie that lost its partitions; a fenced
+//! partition is repositioned from Postgres. Within one positioning the
+//! records of a partition arrive in order from the stored offset, so a jump
+//! in offsets is a real gap (transaction markers, retention) and is taken.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use novyra_core::{validate, ConceptAttempted};
-use novyra_kafka::rdkafka::consumer::Consumer;
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
-use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_registry::{Codec, EventKind};
 use novyra_store::ingest::{months_of, AttemptBatch, IngestRecord, OffsetAdvance};
 use novyra_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::consumer::{
-    key_str, next_batch, send_to_dlq, store_offsets, Ctx, PipelineConsumer, Refused,
-};
+use crate::consumer::{key_str, send_to_dlq, Ctx, PostgresStart, Refused, Source};
 use crate::health::retry;
 use crate::{Config, Health};
 
@@ -49,17 +45,20 @@ pub async fn run(
     let producer = cfg.kafka().producer()?;
     let topic = cfg.topic("attempts");
     let dlq_topic = cfg.topic("dlq");
-    let ctx = Ctx::new(group, health);
-    let generation = ctx.generation.clone();
-    let consumer: PipelineConsumer = cfg
-        .kafka()
-        .consumer_config(group)
-        .create_with_context(ctx)?;
-    consumer.subscribe(&[&topic])?;
+    let ctx = Ctx::new(group, health).starting_from(PostgresStart {
+        store: store.clone(),
+        group: group.to_owned(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let mut source = Source::start(
+        &cfg.kafka().consumer_config(group),
+        ctx,
+        &[&topic],
+        2 * cfg.pipeline.max_batch,
+    )?;
     tracing::info!(group, topic = %topic, "ingest worker started");
 
     let mut seen_generation = u64::MAX;
-    let mut aligned_generation = u64::MAX;
     // Next offset per partition as stored in Postgres (None: no row yet).
     let mut expected: HashMap<i32, Option<i64>> = HashMap::new();
     let mut months_ready: HashSet<NaiveDate> = HashSet::new();
@@ -81,23 +80,17 @@ pub async fn run(
             months_ready.extend(novyra_store::partitions::months_from(today, MONTHS_AHEAD));
             partitions_checked = Some(Instant::now());
         }
-        let msgs = next_batch(&consumer, cfg.pipeline.max_batch, linger, &stop).await;
+        let msgs = source
+            .next_batch(cfg.pipeline.max_batch, linger, &stop)
+            .await?;
         if msgs.is_empty() {
-            // Idle after an assignment change: make sure the consumer is not
-            // past what Postgres has (a restored database, or one pointed at
-            // an old group); records arriving later are fenced anyway.
-            let g = generation.load(Ordering::SeqCst);
-            if g != aligned_generation && align_to_postgres(&consumer, &store, group, &topic).await
-            {
-                aligned_generation = g;
-            }
             continue;
         }
         health
             .consumed
             .with_label_values(&[group])
             .inc_by(msgs.len() as u64);
-        let g = generation.load(Ordering::SeqCst);
+        let g = source.generation();
         if g != seen_generation {
             // Assignment changed: what we know of stored offsets may be stale.
             expected.clear();
@@ -115,42 +108,23 @@ pub async fn run(
             }
         }
 
-        // Keep, per partition, the records that continue exactly from the
-        // stored offset; skip applied ones; seek back (or forward) on a gap.
+        // Keep, per partition, the records at or past the stored offset.
         let mut accepted: Vec<OwnedMessage> = Vec::with_capacity(msgs.len());
         let mut cursor: HashMap<i32, Option<i64>> = HashMap::new();
-        let mut seeking: HashSet<i32> = HashSet::new();
         for m in msgs {
             let p = m.partition();
-            if seeking.contains(&p) {
-                continue;
-            }
-            let at = *cursor
+            let at = cursor
                 .entry(p)
                 .or_insert_with(|| expected.get(&p).copied().flatten());
-            match at {
+            match *at {
                 Some(next) if m.offset() < next => continue,
                 Some(next) if m.offset() > next => {
-                    tracing::info!(
-                        partition = p,
-                        from = m.offset(),
-                        to = next,
-                        "seeking to the offset stored in postgres"
-                    );
-                    if let Err(e) =
-                        consumer.seek(&topic, p, Offset::Offset(next), Duration::from_secs(10))
-                    {
-                        tracing::warn!(partition = p, error = %e, "seek failed; reloading offsets");
-                        expected.clear();
-                    }
-                    seeking.insert(p);
-                    continue;
+                    tracing::debug!(partition = p, from = next, to = m.offset(), "offset gap")
                 }
-                _ => {
-                    cursor.insert(p, Some(m.offset() + 1));
-                    accepted.push(m);
-                }
+                _ => {}
             }
+            *at = Some(m.offset() + 1);
+            accepted.push(m);
         }
         if accepted.is_empty() {
             continue;
@@ -246,10 +220,13 @@ pub async fn run(
                 Err(StoreError::Fenced { partition, .. }) => {
                     tracing::warn!(
                         partition,
-                        "batch fenced: another consumer owns the partition now; dropping it"
+                        "batch fenced: another consumer wrote the partition; repositioning from postgres"
                     );
+                    // The whole lane rolled back: every partition in it
+                    // starts again from what Postgres holds.
                     for a in &batch.advances {
                         expected.remove(&a.partition);
+                        source.reposition(&topic, a.partition);
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -269,9 +246,9 @@ pub async fn run(
             .filter(|m| committed_partitions.contains(&m.partition()))
             .collect();
         health.observe_end_to_end(group, &done);
-        store_offsets(&consumer, &done);
+        source.store_offsets(&done);
     }
-    let _ = consumer.commit_consumer_state(novyra_kafka::rdkafka::consumer::CommitMode::Sync);
+    source.close().await;
     tracing::info!(group, "ingest worker stopped");
     Ok(())
 }
@@ -303,56 +280,6 @@ fn split_lanes(
     }
     out.retain(|b| !b.advances.is_empty());
     out
-}
-
-/// Seeks every assigned partition whose position is past the offset
-/// Postgres stored back to that offset (to the beginning where Postgres has
-/// none). The position is the consumer's own once it has returned a record,
-/// else the group's committed offset, where the fetch starts. Returns false
-/// when it could not tell (or seek), so the caller tries again.
-async fn align_to_postgres(
-    consumer: &PipelineConsumer,
-    store: &Store,
-    group: &str,
-    topic: &str,
-) -> bool {
-    let Ok(assigned) = consumer.assignment() else {
-        return false;
-    };
-    if assigned.count() == 0 {
-        return false;
-    }
-    let (Ok(positions), Ok(committed)) = (
-        consumer.position(),
-        consumer.committed(Duration::from_secs(5)),
-    ) else {
-        return false;
-    };
-    let Ok(stored) = store.stored_offsets(group, topic).await else {
-        return false;
-    };
-    let offset =
-        |tpl: &TopicPartitionList, p: i32| match tpl.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        };
-    for e in assigned.elements_for_topic(topic) {
-        let p = e.partition();
-        let Some(at) = offset(&positions, p).or_else(|| offset(&committed, p)) else {
-            continue;
-        };
-        let want = match stored.get(&p) {
-            Some(&next) if next < at => Offset::Offset(next),
-            None if at > 0 => Offset::Beginning,
-            _ => continue,
-        };
-        tracing::info!(partition = p, from = at, to = ?want, "position past postgres; seeking back");
-        if let Err(e) = consumer.seek(topic, p, want, Duration::from_secs(10)) {
-            tracing::warn!(partition = p, error = %e, "seek failed; will retry");
-            return false;
-        }
-    }
-    true
 }
 
 /// Decodes and validates one record. Outer error: a dependency failed for

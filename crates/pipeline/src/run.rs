@@ -32,6 +32,10 @@ pub enum WorkerError {
     /// A task panicked.
     #[error("worker task failed: {0}")]
     Join(String),
+    /// The thread polling Kafka for the worker ended unexpectedly (see its
+    /// log line just before).
+    #[error("the kafka poll thread stopped")]
+    PollThread,
     /// A job that deletes or republishes could not see the whole truth (a
     /// record it cannot read, a topic read that stopped short), so it
     /// wrote nothing.

@@ -132,6 +132,22 @@ pub fn novyra(cfg: &Config, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `novyra run --exit-when-idle` for `cfg`: the whole pipeline until
+/// every group has caught up; asserts it exits 0.
+pub fn run_until_idle(cfg: &Config) {
+    let status = command(cfg)
+        .args(["run", "--exit-when-idle"])
+        .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .expect("novyra run");
+    assert!(
+        status.success(),
+        "novyra run --exit-when-idle exited with {status}"
+    );
+}
+
 /// SIGTERM and wait (SIGKILL after 30 s).
 pub fn terminate(mut child: Child) {
     let _ = Command::new("kill")
@@ -151,6 +167,34 @@ pub fn terminate(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
     panic!("novyra ingest did not stop within 30 s of SIGTERM");
+}
+
+/// A worker process that is killed if the test fails before it is
+/// terminated, so a failed test leaves nothing running that holds locks,
+/// group memberships or CPU for the tests after it.
+pub struct Worker(Option<Child>);
+
+impl Worker {
+    /// Takes charge of `child`.
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// SIGTERM and wait, asserting a clean exit (see [`terminate`]).
+    pub fn terminate(mut self) {
+        if let Some(c) = self.0.take() {
+            terminate(c);
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// SIGKILL: no chance to clean up.
