@@ -18,8 +18,10 @@ use novyra_core::MasteryUpdated;
 use crate::schema::mastery_outbox;
 use crate::{Store, StoreError};
 
-/// Advisory-lock key of the relay ("novyra" in ASCII, truncated).
-const RELAY_LOCK: i64 = 0x6e6f_7679_7261;
+/// Advisory-lock key of the relay, per schema: pipelines in other schemas
+/// of the same database (tests, a second tenant) each have their own
+/// outbox and must not wait for each other's relay.
+const RELAY_LOCK_KEY: &str = "hashtext(current_schema() || ':novyra_relay')";
 
 #[derive(QueryableByName)]
 struct Locked {
@@ -69,10 +71,11 @@ impl Store {
         let mut conn = AsyncPgConnection::establish(&self.url)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let got: Vec<Locked> = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-            .bind::<diesel::sql_types::BigInt, _>(RELAY_LOCK)
-            .load(&mut conn)
-            .await?;
+        let got: Vec<Locked> = diesel::sql_query(format!(
+            "SELECT pg_try_advisory_lock({RELAY_LOCK_KEY}) AS locked"
+        ))
+        .load(&mut conn)
+        .await?;
         Ok(<[_]>::first(&got)
             .is_some_and(|l| l.locked)
             .then_some(RelayLease { conn }))
