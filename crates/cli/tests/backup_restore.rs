@@ -17,7 +17,6 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::Report;
-use novyra_pipeline::Config;
 
 const TABLES: [&str; 8] = [
     "concepts",

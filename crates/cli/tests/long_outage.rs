@@ -79,8 +79,9 @@ async fn postgres_down_longer_than_the_poll_interval_neither_evicts_nor_stalls()
         assert!(http_get(m, "/healthz").is_some(), "both workers are alive");
     }
     // Both members still own partitions after more than max.poll.interval.ms.
-    let rows = novyra_kafka::lag::describe_group(&env.cfg.kafka(), &group, &[topic.clone()])
-        .expect("describe group");
+    let rows =
+        novyra_kafka::lag::describe_group(&env.cfg.kafka(), &group, std::slice::from_ref(&topic))
+            .expect("describe group");
     let owners: std::collections::BTreeSet<String> = rows
         .iter()
         .filter_map(|r| r.owner.as_ref().map(|o| o.member_id.clone()))

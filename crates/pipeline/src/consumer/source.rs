@@ -311,7 +311,13 @@ impl Poller {
         let asked = std::mem::take(&mut pos.reposition);
         self.backlog
             .retain(|p| !asked.contains(&(p.msg.topic().to_owned(), p.msg.partition())));
-        pos.unpositioned.extend(asked);
+        // A partition revoked since the worker asked is the new owner's.
+        let assigned = self.assigned();
+        pos.unpositioned.extend(
+            asked
+                .into_iter()
+                .filter(|tp| assigned.as_ref().is_none_or(|a| a.contains(tp))),
+        );
         pos.changed = true;
         self.next_try = Instant::now();
     }
@@ -320,9 +326,12 @@ impl Poller {
     /// answers, with backoff while it does not.
     fn position_waiting(&mut self) {
         let waiting: Vec<Tp> = {
-            let pos = lock(&self.positions);
+            let mut pos = lock(&self.positions);
             if pos.unpositioned.is_empty() || Instant::now() < self.next_try {
                 return;
+            }
+            if let Some(assigned) = self.assigned() {
+                pos.unpositioned.retain(|tp| assigned.contains(tp));
             }
             pos.unpositioned.iter().cloned().collect()
         };
@@ -374,19 +383,25 @@ impl Poller {
             .retain(|p| !done.contains(&(p.msg.topic().to_owned(), p.msg.partition())));
     }
 
+    /// The current assignment (a local call); `None` if librdkafka cannot
+    /// say, and then nothing is forgotten or resumed on its account.
+    fn assigned(&self) -> Option<BTreeSet<Tp>> {
+        self.consumer.assignment().ok().map(|l| {
+            l.elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect()
+        })
+    }
+
     /// Pauses what must not fetch (everything while the worker stalls,
     /// unpositioned partitions always) and resumes the rest. Pause flags
     /// outlive an assignment in librdkafka, so this runs after every
     /// rebalance too.
     fn apply_pauses(&mut self) {
-        let Ok(assigned) = self.consumer.assignment() else {
+        let Some(assigned) = self.assigned() else {
             return;
         };
-        let assigned: BTreeSet<Tp> = assigned
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect();
         // Records of partitions no longer ours are the new owner's.
         self.backlog
             .retain(|p| assigned.contains(&(p.msg.topic().to_owned(), p.msg.partition())));
