@@ -1,25 +1,30 @@
 //! The pipeline's workers, one module per consumer group, plus the outbox
 //! relay, the all-in-one `run`, and the demo data generator.
 //!
+//! Files follow the data: `consumer` (polling, positioning, DLQ) feeds
+//! `workers/*` (ingest, catalog, graph sink, relay, recompute, and the
+//! change-stream loop they share), `reconcile` repairs what they wrote,
+//! `run` orchestrates them (and nothing below depends on it), `demo` holds
+//! the generator and summary. Errors live in `error`, metrics, readiness
+//! and retry in `health`.
+//!
 //! ```text
 //! attempts ──ingest──▶ Postgres (+ outbox) ──relay──▶ mastery
 //! concepts, prerequisites ──catalog──▶ Postgres
 //! concepts, prerequisites, mastery ──graph──▶ Neo4j
 //! ```
 
-pub mod catalog;
-pub mod changes;
 pub mod config;
 pub mod consumer;
-pub mod graph_sink;
+pub mod demo;
+pub mod error;
 pub mod health;
-pub mod ingest;
-pub mod loadgen;
-pub mod recompute;
 pub mod reconcile;
-pub mod relay;
 pub mod run;
-pub mod summary;
+pub mod workers;
+
+pub use demo::{loadgen, summary};
+pub use workers::{catalog, changes, graph_sink, ingest, recompute, relay};
 
 pub use config::Config;
 pub use health::Health;

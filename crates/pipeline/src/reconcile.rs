@@ -29,7 +29,7 @@ use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_registry::{Codec, EventKind};
 use serde::{Deserialize, Serialize};
 
-use crate::run::WorkerError;
+use crate::error::WorkerError;
 use crate::Config;
 
 /// What to reconcile.

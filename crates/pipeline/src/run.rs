@@ -6,42 +6,8 @@ use std::time::Duration;
 use novyra_kafka::lag::{describe_group, group_lag, PartitionLag};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::error::WorkerError;
 use crate::{catalog, graph_sink, ingest, recompute, relay, Config, Health};
-
-/// Why a worker stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// Kafka failed.
-    #[error(transparent)]
-    Kafka(#[from] novyra_kafka::rdkafka::error::KafkaError),
-    /// Kafka admin failed.
-    #[error(transparent)]
-    KafkaAdmin(#[from] novyra_kafka::KafkaError),
-    /// Postgres failed for good.
-    #[error(transparent)]
-    Store(#[from] novyra_store::StoreError),
-    /// Neo4j failed for good.
-    #[error(transparent)]
-    Graph(#[from] novyra_graph::GraphError),
-    /// The registry client could not be built.
-    #[error(transparent)]
-    Registry(#[from] novyra_registry::EncodeError),
-    /// Shut down while a dependency was being retried.
-    #[error("shut down while waiting for a dependency")]
-    Shutdown,
-    /// A task panicked.
-    #[error("worker task failed: {0}")]
-    Join(String),
-    /// The thread polling Kafka for the worker ended unexpectedly (see its
-    /// log line just before).
-    #[error("the kafka poll thread stopped")]
-    PollThread,
-    /// A job that deletes or republishes could not see the whole truth (a
-    /// record it cannot read, a topic read that stopped short), so it
-    /// wrote nothing.
-    #[error("incomplete view, nothing written: {0}")]
-    Incomplete(String),
-}
 
 /// Which workers to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

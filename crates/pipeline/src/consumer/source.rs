@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Ctx, Positions, Tp};
-use crate::run::WorkerError;
+use crate::error::WorkerError;
 
 /// Bounds of the records in flight between the poll thread and the worker.
 const MIN_CHANNEL: usize = 1024;

@@ -7,7 +7,7 @@ use novyra_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::{consume, Change, ChangeSink};
-use crate::run::WorkerError;
+use crate::error::WorkerError;
 use crate::{Config, Health};
 
 /// Consumer group suffix: the group is `<prefix>-catalog` (`novyra-catalog`).

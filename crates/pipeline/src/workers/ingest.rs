@@ -37,7 +37,7 @@ pub async fn run(
     cfg: &Config,
     health: &Health,
     stop: CancellationToken,
-) -> Result<(), crate::run::WorkerError> {
+) -> Result<(), crate::error::WorkerError> {
     let group = cfg.group(GROUP);
     let group = group.as_str();
     let store = Store::new(&cfg.store())?;
@@ -290,7 +290,7 @@ async fn decode(
     stop: &CancellationToken,
     m: &OwnedMessage,
     now_ms: i64,
-) -> Result<Result<IngestRecord, Refused>, crate::run::WorkerError> {
+) -> Result<Result<IngestRecord, Refused>, crate::error::WorkerError> {
     let refuse = |stage, class, message: String| {
         Ok(Err(Refused {
             msg: m.clone(),
@@ -316,7 +316,7 @@ async fn decode(
     .await;
     let d = match decoded {
         Ok(d) => d,
-        Err(e) if e.is_retryable() => return Err(crate::run::WorkerError::Shutdown),
+        Err(e) if e.is_retryable() => return Err(crate::error::WorkerError::Shutdown),
         Err(e) => return refuse("decode", e.kind(), e.to_string()),
     };
     if let Err(e) = validate::attempt(&d.value, now_ms)

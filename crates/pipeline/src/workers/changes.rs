@@ -12,8 +12,8 @@ use novyra_registry::{Codec, EventKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{key_str, send_to_dlq, Ctx, Refused, Source};
+use crate::error::WorkerError;
 use crate::health::retry;
-use crate::run::WorkerError;
 use crate::{Config, Health};
 
 /// A decoded record of a compacted topic: a value or a tombstone.

@@ -8,8 +8,8 @@ use novyra_graph::{GraphBatch, GraphError, GraphStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::{consume, Change, ChangeSink};
+use crate::error::WorkerError;
 use crate::health::retry;
-use crate::run::WorkerError;
 use crate::{Config, Health};
 
 /// Consumer group suffix: the group is `<prefix>-graph` (`novyra-graph`).

@@ -11,7 +11,8 @@ use novyra_core::BktParams;
 use novyra_kafka::lag::watermarks;
 use novyra_kafka::rdkafka::consumer::BaseConsumer;
 
-use crate::run::{all_lag, WorkerError};
+use crate::error::WorkerError;
+use crate::run::all_lag;
 use crate::Config;
 
 /// Everything the summary reports.

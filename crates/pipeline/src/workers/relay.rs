@@ -13,7 +13,7 @@ use novyra_store::outbox::RelayLease;
 use novyra_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::run::WorkerError;
+use crate::error::WorkerError;
 use crate::{Config, Health};
 
 /// Rows per relay round.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use novyra_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::WorkerError;
 use crate::health::retry;
-use crate::run::WorkerError;
 use crate::Health;
 
 /// Rows per recomputation transaction: large enough to amortise the round

@@ -1,0 +1,5 @@
+//! What `novyra demo` and the tests use to make data and check it: the
+//! curriculum and student generator and the summary with its checks.
+
+pub mod loadgen;
+pub mod summary;
