@@ -1,13 +1,15 @@
 //! Metrics and health: one Prometheus registry per process with fixed label
-//! sets (never user ids or keys), readiness per dependency, and the HTTP
-//! endpoints `/metrics`, `/healthz`, `/readyz`.
+//! sets (never user ids or keys) and readiness per dependency, here; the
+//! HTTP endpoints in [`http`], retry with backoff in [`retry`].
+
+mod http;
+mod retry;
+
+pub use retry::retry;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use novyra_kafka::rdkafka::message as rdkafka_message;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -234,69 +236,5 @@ impl Health {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
-    }
-
-    /// Serves the endpoints until `stop` is cancelled.
-    pub async fn serve(
-        self,
-        addr: &str,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr, "metrics and health endpoints listening");
-        let h1 = self.clone();
-        let h2 = self.clone();
-        let app = Router::new()
-            .route("/metrics", get(move || async move { h1.render() }))
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/readyz",
-                get(move || async move {
-                    match h2.not_ready() {
-                        None => (StatusCode::OK, "ready".to_owned()),
-                        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
-                    }
-                }),
-            );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    }
-}
-
-/// Retries `op` with exponential backoff (200 ms doubling to 10 s) while its
-/// error is retryable, marking `dep` not-ready meanwhile; gives up on a
-/// fatal error or when `stop` is cancelled.
-pub async fn retry<T, E, F, Fut>(
-    health: &Health,
-    dep: &'static str,
-    stop: &tokio_util::sync::CancellationToken,
-    retryable: impl Fn(&E) -> bool,
-    mut op: F,
-) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut delay = std::time::Duration::from_millis(200);
-    loop {
-        match op().await {
-            Ok(v) => {
-                health.set(dep, None);
-                return Ok(v);
-            }
-            Err(e) if retryable(&e) && !stop.is_cancelled() => {
-                tracing::warn!(dependency = dep, error = %e, retry_in_ms = delay.as_millis() as u64, "dependency failed, retrying");
-                health.set(dep, Some(e.to_string()));
-                health.retries.with_label_values(&[dep]).inc();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return Err(e),
-                }
-                delay = (delay * 2).min(std::time::Duration::from_secs(10));
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
