@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use novyra_pipeline::reconcile::{reconcile, ReconcileOptions};
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
-use novyra_store::ingest::MasteryRow;
+use novyra_store::attempts::MasteryRow;
 use novyra_store::Store;
 
 /// Exit code when `--verify` finds a difference.

@@ -6,9 +6,9 @@
 //! where atomicity matters.
 
 pub mod analytics;
+pub mod attempts;
 pub mod catalog;
 mod db;
-pub mod ingest;
 pub mod outbox;
 pub mod partitions;
 pub mod recompute;

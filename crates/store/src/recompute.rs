@@ -35,8 +35,8 @@ use diesel::sql_types::{Array, BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_core::{BktParams, ConceptAttempted, MasteryState};
 
+use crate::attempts::{write_mastery, MasteryRow};
 use crate::catalog::current_params;
-use crate::ingest::{write_mastery, MasteryRow};
 use crate::{Store, StoreError};
 
 /// The advisory lock key shared by ingest (shared) and the barrier

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::ingest::MasteryRow;
+use crate::attempts::MasteryRow;
 use crate::schema::{
     concept_attempts, concept_prerequisites, concepts, mastery_records, rubric_evaluations,
 };

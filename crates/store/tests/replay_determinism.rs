@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use novyra_core::{BktParams, ConceptAttempted, MasteryState};
-use novyra_store::ingest::{plan_batch, IngestRecord, MasteryRow};
+use novyra_store::attempts::{plan_batch, IngestRecord, MasteryRow};
 use novyra_store::recompute::replace_states;
 use proptest::prelude::*;
 

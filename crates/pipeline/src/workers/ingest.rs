@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use novyra_core::{validate, ConceptAttempted};
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
 use novyra_registry::{Codec, EventKind};
-use novyra_store::ingest::{months_of, AttemptBatch, IngestRecord, OffsetAdvance};
+use novyra_store::attempts::{months_of, AttemptBatch, IngestRecord, OffsetAdvance};
 use novyra_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
