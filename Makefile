@@ -11,7 +11,7 @@ export NEO4J_PASSWORD ?= novyra-dev-password
 export RUST_LOG ?= info,rdkafka=warn
 CARGO ?= cargo
 
-.PHONY: demo test bench chaos stack-up stack-down stack-status build lint interop-venv
+.PHONY: demo test bench chaos stack-up stack-down stack-status build lint interop-venv schema-check
 
 stack-up:
 	bash deploy/stack.sh up
@@ -43,7 +43,7 @@ interop-venv: $(VENV)/.installed
 # and ids, so they run in parallel with each other. The outage tests
 # (crates/cli/tests/*_outage.rs) stop and restart Postgres, the registry and
 # Neo4j for a minute each, so do not run `make test` beside a demo you need.
-test: stack-up interop-venv
+test: stack-up interop-venv schema-check
 	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace
 
 # A seeded, randomized fault schedule against the local stack with an
@@ -58,6 +58,11 @@ chaos: stack-up build interop-venv
 bench: stack-up build
 	./target/release/novyra-bench
 
-lint:
+# crates/store/src/schema.rs must equal `diesel print-schema` of a freshly
+# migrated schema (`bash deploy/schema.sh generate` rewrites it).
+schema-check: stack-up
+	bash deploy/schema.sh check
+
+lint: schema-check
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings

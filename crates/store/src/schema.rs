@@ -82,6 +82,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    mastery_recompute (concept_id) {
+        concept_id -> Text,
+        generation -> Int8,
+        barrier_generation -> Int8,
+        after_user -> Text,
+        rows_changed -> Int8,
+        requested_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     mastery_records (user_id, concept_id) {
         user_id -> Text,
         concept_id -> Text,
@@ -92,17 +103,6 @@ diesel::table! {
         version -> Int8,
         last_event_id -> Text,
         updated_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
-    mastery_recompute (concept_id) {
-        concept_id -> Text,
-        generation -> Int8,
-        barrier_generation -> Int8,
-        after_user -> Text,
-        rows_changed -> Int8,
-        requested_at -> Timestamptz,
     }
 }
 
