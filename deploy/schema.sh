@@ -25,6 +25,11 @@ if ! right_version "$diesel" && right_version "$(command -v diesel || true)"; th
   diesel="$(command -v diesel)"
 fi
 if ! right_version "$diesel"; then
+  if ! dpkg -s libpq-dev >/dev/null 2>&1; then
+    log "installing libpq-dev (diesel_cli links libpq)"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpq-dev >&2
+  fi
   log "installing diesel_cli $DIESEL_CLI_VERSION (postgres only) under $tools"
   cargo install --quiet --locked --root "$tools" --version "$DIESEL_CLI_VERSION" \
     diesel_cli --no-default-features --features postgres
