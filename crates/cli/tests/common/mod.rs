@@ -26,28 +26,9 @@ pub struct Env {
 
 impl Env {
     pub async fn new(tag: &str) -> Self {
-        let name = format!("{tag}{}", std::process::id());
-        let mut cfg =
-            Config::load(None).expect("config from the environment (run via `make test`)");
-        cfg.topic_prefix = format!("{name}.");
-        cfg.database.schema = Some(name.clone());
-        cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-        novyra_store::migrate(&cfg.migrate_store())
-            .await
-            .expect("migrate");
-        novyra_kafka::topics::ensure(
-            &cfg.kafka(),
-            &cfg.topic_prefix,
-            &novyra_kafka::topics::pipeline_topics(-1),
-            1,
-        )
-        .await
-        .expect("topics");
-        Codec::new(&cfg.registry())
-            .expect("codec")
-            .register_all(&cfg.topic_prefix)
-            .await
-            .expect("schemas");
+        let cfg = novyra_testkit::config(tag);
+        let name = cfg.database.schema.clone().expect("a schema of its own");
+        novyra_testkit::setup(&cfg).await;
         Self { cfg, name }
     }
 

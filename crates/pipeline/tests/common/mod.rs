@@ -11,18 +11,8 @@ use novyra_kafka::rdkafka::message::{Headers, Message};
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
-use novyra_registry::Codec;
 
-/// The environment's config with the test's own topic prefix and schema
-/// (`<tag><pid>`) and a metrics port of its own.
-pub fn config(tag: &str) -> Config {
-    let mut cfg = Config::load(None).expect("config from the environment (run via `make test`)");
-    let run = format!("{tag}{}", std::process::id());
-    cfg.topic_prefix = format!("{run}.");
-    cfg.database.schema = Some(run);
-    cfg.pipeline.metrics_addr = "127.0.0.1:0".into();
-    cfg
-}
+pub use novyra_testkit::{config, setup};
 
 /// Runs catalog, ingest and graph in process until every group is idle.
 pub async fn run_all(cfg: &Config) {
@@ -38,27 +28,6 @@ pub async fn run_all(cfg: &Config) {
     .await
     .expect("pipeline went idle in time")
     .expect("pipeline ran");
-}
-
-/// Migrates the test's schema, creates its topics and registers the
-/// schemas; returns the (subject, id) pairs.
-pub async fn setup(cfg: &Config) -> Vec<(String, u32)> {
-    novyra_store::migrate(&cfg.migrate_store())
-        .await
-        .expect("migrate");
-    novyra_kafka::topics::ensure(
-        &cfg.kafka(),
-        &cfg.topic_prefix,
-        &novyra_kafka::topics::pipeline_topics(-1),
-        1,
-    )
-    .await
-    .expect("topics");
-    Codec::new(&cfg.registry())
-        .expect("codec")
-        .register_all(&cfg.topic_prefix)
-        .await
-        .expect("schemas")
 }
 
 /// The headers of the first `expect` DLQ records (or fewer after 20 s), by
