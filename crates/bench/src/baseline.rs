@@ -9,6 +9,7 @@ use std::time::Duration;
 use diesel::sql_types::{BigInt, Bool, Double, Integer, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use novyra_core::Topic;
 use novyra_core::{BktParams, ConceptAttempted, MasteryState};
 use novyra_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use novyra_kafka::rdkafka::Message;
@@ -51,7 +52,7 @@ pub async fn run(cfg: &Config, stop: CancellationToken) -> anyhow::Result<()> {
         .consumer_config(&group)
         .set("enable.auto.offset.store", "true")
         .create()?;
-    consumer.subscribe(&[&cfg.topic("attempts")])?;
+    consumer.subscribe(&[&cfg.topic(Topic::Attempts)])?;
     let params = BktParams::default();
     loop {
         let msg = tokio::select! {

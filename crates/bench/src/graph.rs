@@ -24,6 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::measure::{self, Options, Worker};
+use novyra_core::Topic;
 
 /// Sizes of the graph benchmark.
 #[derive(clap::Args, Debug, Clone)]
@@ -199,7 +200,7 @@ async fn measure_graph(
     loadgen::publish(
         &codec,
         &producer,
-        &cfg.topic("mastery"),
+        &cfg.topic(Topic::Mastery),
         EventKind::Mastery,
         &keyed,
         0,

@@ -13,15 +13,15 @@ use sha2::{Digest, Sha256};
 /// Records per import transaction.
 const IMPORT_BATCH: usize = 5_000;
 
-fn summary(what: &str, n: &GraphCountsByKind, sha: Option<&str>) {
-    println!(
+fn summary(what: &str, n: &GraphCountsByKind, sha: Option<&str>) -> std::io::Result<()> {
+    outln!(
         "{what}: {} concepts, {} users, {} prerequisite edges, {} mastery edges{}",
         n.concepts,
         n.users,
         n.prerequisites,
         n.mastery,
         sha.map(|s| format!("; sha256 {s}")).unwrap_or_default()
-    );
+    )
 }
 
 /// Writes the export to `out` (`-`: stdout) and prints counts and checksum.
@@ -50,7 +50,7 @@ pub async fn export(cfg: &Config, out: &Path, id_prefix: &str) -> Result<()> {
     if to_stdout {
         eprintln!("sha256 {sha}");
     } else {
-        summary(&format!("exported to {}", out.display()), &n, Some(&sha));
+        summary(&format!("exported to {}", out.display()), &n, Some(&sha))?;
     }
     Ok(())
 }
@@ -84,7 +84,7 @@ pub async fn import(cfg: &Config, input: &Path) -> Result<()> {
         let n = flush(&mut batch).await?;
         add(&mut total, &n);
     }
-    summary(&format!("imported from {}", input.display()), &total, None);
+    summary(&format!("imported from {}", input.display()), &total, None)?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use novyra_core::Topic;
 use novyra_kafka::dlq::{self, DeadLetter};
 use novyra_kafka::rdkafka::message::{Header, OwnedHeaders};
 use novyra_kafka::rdkafka::producer::FutureRecord;
@@ -20,8 +21,10 @@ pub const REPLAYED_FROM: &str = "novyra.replayed.from";
 #[derive(Subcommand, Debug)]
 pub enum DlqCmd {
     /// One line per dead letter: DLQ position, source, reason.
+    #[command(after_help = "Example:\n  novyra dlq list --source concepts | head")]
     List(Select),
     /// Send the chosen dead letters back to their source topics.
+    #[command(after_help = "Example:\n  novyra dlq replay --class write_rejected --dry-run")]
     Replay {
         #[command(flatten)]
         select: Select,
@@ -57,13 +60,11 @@ impl Select {
                 Ok((p.parse::<i32>()?, o.parse::<i64>()?))
             })
             .collect::<Result<Vec<_>>>()?;
-        let source = self.source.as_ref().map(|s| {
-            if s.contains('.') {
-                s.clone()
-            } else {
-                cfg.topic(s)
-            }
-        });
+        let source = self
+            .source
+            .as_ref()
+            .map(|s| crate::topic_arg(cfg, s))
+            .transpose()?;
         Ok(all
             .into_iter()
             .filter(|d| self.class.as_ref().is_none_or(|c| *c == d.class))
@@ -89,12 +90,12 @@ fn line(d: &DeadLetter) -> String {
 /// Runs a `novyra dlq` subcommand.
 pub async fn run(cfg: &Config, cmd: &DlqCmd) -> Result<()> {
     let kafka = cfg.kafka();
-    let topic = cfg.topic("dlq");
+    let topic = cfg.topic(Topic::Dlq);
     let all = tokio::task::spawn_blocking(move || dlq::read_all(&kafka, &topic)).await??;
     match cmd {
         DlqCmd::List(s) => {
             for d in s.chosen(cfg, all)? {
-                println!("{}", line(&d));
+                outln!("{}", line(&d))?;
             }
         }
         DlqCmd::Replay { select, dry_run } => {
@@ -108,11 +109,11 @@ pub async fn run(cfg: &Config, cmd: &DlqCmd) -> Result<()> {
                         d.offset
                     );
                 }
-                println!(
+                outln!(
                     "{} {}",
                     if *dry_run { "would replay" } else { "replay" },
                     line(d)
-                );
+                )?;
                 if *dry_run {
                     continue;
                 }
@@ -133,11 +134,11 @@ pub async fn run(cfg: &Config, cmd: &DlqCmd) -> Result<()> {
                     .await
                     .map_err(|(e, _)| e)?;
             }
-            println!(
+            outln!(
                 "{} {} dead letter(s)",
                 if *dry_run { "would replay" } else { "replayed" },
                 chosen.len()
-            );
+            )?;
         }
     }
     Ok(())

@@ -33,10 +33,16 @@ pub async fn lag(cfg: &Config, a: &LagArgs) -> Result<bool> {
     let wanted = a.group.as_deref().map(|g| cfg.group(g));
     let mut ok = true;
     if !a.json {
-        println!(
+        outln!(
             "{:<20} {:<28} {:>9} {:>14} {:>14} {:>8} {:>11}  CONSUMER-ID / HOST / CLIENT-ID",
-            "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "LAG-SECONDS",
-        );
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "LAG-SECONDS",
+        )?;
     }
     for (group, parts) in run::describe_lag(cfg).await? {
         if wanted.as_ref().is_some_and(|w| *w != group) {
@@ -49,16 +55,16 @@ pub async fn lag(cfg: &Config, a: &LagArgs) -> Result<bool> {
                 .is_some_and(|m| p.lag_seconds.is_none_or(|s| s > m) && p.lag() > 0);
             ok &= !(over_records || over_secs);
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "group": group, "topic": p.topic, "partition": p.partition,
                         "committed": p.committed, "end": p.high, "lag": p.lag(),
                         "lag_seconds": p.lag_seconds, "member": p.owner,
                     })
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "{group:<20} {:<28} {:>9} {:>14} {:>14} {:>8} {:>11}  {}",
                     p.topic,
                     p.partition,
@@ -70,7 +76,7 @@ pub async fn lag(cfg: &Config, a: &LagArgs) -> Result<bool> {
                         "{} / {} / {}",
                         m.member_id, m.host, m.client_id
                     )),
-                );
+                )?;
             }
         }
     }

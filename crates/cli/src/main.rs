@@ -8,248 +8,29 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use args::{Cli, Cmd, DbCmd, GraphCmd};
+use clap::Parser;
 use novyra_core::{keys, ConceptAttempted, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
-use novyra_pipeline::loadgen::{self, LoadgenOptions};
+use novyra_pipeline::loadgen;
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
 
+/// `println!` that returns the write error instead of panicking, so that
+/// `novyra … | head` ends quietly when the reader goes away (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
+mod args;
 mod backup;
 mod dlq;
 mod lag;
 mod replay;
 mod tail;
-
-#[derive(Parser)]
-#[command(
-    name = "novyra",
-    version,
-    about = "NOVYRA Stream: learning events from Kafka into PostgreSQL and Neo4j"
-)]
-struct Cli {
-    /// TOML config file; environment variables override it.
-    #[arg(long, global = true, env = "NOVYRA_CONFIG")]
-    config: Option<PathBuf>,
-    /// Log as JSON lines instead of human-readable text.
-    #[arg(long, global = true)]
-    log_json: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run every consumer group in one process (dev / all-in-one).
-    Run {
-        /// Return once every group has caught up.
-        #[arg(long)]
-        exit_when_idle: bool,
-    },
-    /// Run the novyra-ingest group (attempts → Postgres) and the outbox relay.
-    Ingest,
-    /// Run the novyra-catalog group (concepts, prerequisites → Postgres).
-    Catalog,
-    /// Run the novyra-graph group (→ Neo4j), or query the graph.
-    Graph {
-        #[command(subcommand)]
-        query: Option<GraphCmd>,
-    },
-    /// Database maintenance.
-    Db {
-        #[command(subcommand)]
-        cmd: DbCmd,
-    },
-    /// Create the pipeline's topics (partitions and cleanup policies per DESIGN.md).
-    Topics,
-    /// Register the Avro schemas (subject `<topic>-value`, BACKWARD).
-    Schemas,
-    /// Publish events given as JSON lines (stdin or a file).
-    Produce {
-        /// Topic kind: attempts, concepts, prerequisites or mastery.
-        #[arg(long)]
-        topic: String,
-        /// File of JSON lines; stdin if absent.
-        file: Option<PathBuf>,
-        /// Publish a tombstone for this key instead (repeatable): deletes a
-        /// concept (`id`), unlinks (`pre>concept`) or resets mastery (`user/concept`).
-        #[arg(long = "delete", value_name = "KEY", conflicts_with = "file")]
-        delete: Vec<String>,
-    },
-    /// Generate a curriculum and simulated students, and publish their attempts.
-    Loadgen(LoadgenArgs),
-    /// Repair drift: the compacted topics are the truth for Neo4j, Postgres
-    /// for the mastery topic.
-    Reconcile {
-        /// Report the drift without repairing it.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Only ids starting with this (a graph shared by several pipelines).
-        #[arg(long, default_value = "")]
-        id_prefix: String,
-        /// Repair even if that deletes more than
-        /// `pipeline.reconcile_max_delete_share` of the graph (default 5%);
-        /// without it such a run writes nothing and exits 3.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Consumer-group lag per partition: offsets, records, seconds, owner;
-    /// exit code 3 above a threshold.
-    Lag(lag::LagArgs),
-    /// Print a topic's records decoded (JSON lines or a table); never joins
-    /// a group or commits.
-    Tail(tail::TailArgs),
-    /// Rewind a consumer group to the start of its topics (the catalog
-    /// after a Postgres restore: it re-applies the compacted topics). The
-    /// group's workers must be stopped.
-    Rewind {
-        /// Group suffix: catalog or graph.
-        #[arg(long)]
-        group: String,
-    },
-    /// Rebuild Postgres (into an empty schema) and/or Neo4j from the topics,
-    /// with progress; --verify compares with the live tables (exit 3 if not equal).
-    Replay(replay::ReplayArgs),
-    /// Dead letters: list them, or replay chosen ones to their source topic.
-    Dlq {
-        #[command(subcommand)]
-        cmd: dlq::DlqCmd,
-    },
-    /// Print the pipeline summary and run the consistency checks.
-    Summary {
-        /// Number of attempts produced, to check against the rows stored.
-        #[arg(long)]
-        expect_attempts: Option<usize>,
-    },
-    /// The whole demo: topics, schemas, generated data, run until idle, summary.
-    Demo(LoadgenArgs),
-}
-
-#[derive(Subcommand)]
-enum GraphCmd {
-    /// Concepts a user can learn next (prerequisites mastered, itself not).
-    Next {
-        /// User id.
-        #[arg(long)]
-        user: String,
-        /// How many.
-        #[arg(long, default_value_t = 10)]
-        limit: i64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// What a user still has to learn to reach a concept, prerequisites first.
-    Path {
-        /// User id.
-        #[arg(long)]
-        user: String,
-        /// Target concept id.
-        #[arg(long)]
-        target: String,
-        /// Longest prerequisite chain followed (at most 32).
-        #[arg(long, default_value_t = 8)]
-        max_hops: u32,
-        /// Print JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Attempted, not mastered concepts that other concepts depend on.
-    Weak {
-        /// User id.
-        #[arg(long)]
-        user: String,
-        /// How many.
-        #[arg(long, default_value_t = 10)]
-        limit: i64,
-        /// Print JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Export the graph as JSON lines (logical backup) and print a checksum.
-    Export {
-        /// Output file; `-` for stdout.
-        #[arg(long)]
-        out: PathBuf,
-        /// Only ids starting with this.
-        #[arg(long, default_value = "")]
-        id_prefix: String,
-    },
-    /// Import an export (idempotent MERGEs; newer mastery edges are kept).
-    Import {
-        /// The export file.
-        file: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum DbCmd {
-    /// Apply pending migrations (as the migration role).
-    Migrate,
-    /// List attempt partitions with row counts (DEFAULT included); optionally
-    /// create months ahead or detach old months first.
-    Partitions {
-        /// Create the current month's partition and this many after it.
-        #[arg(long, value_name = "MONTHS")]
-        ensure_ahead: Option<u32>,
-        /// Detach month partitions that end on or before this date (YYYY-MM-DD);
-        /// the tables stay for archiving. Runs as the migration role.
-        #[arg(long, value_name = "DATE")]
-        detach_before: Option<chrono::NaiveDate>,
-    },
-    /// Refresh the analysts' leaderboard now (the ingest does it every
-    /// pipeline.leaderboard_refresh_secs).
-    RefreshLeaderboard,
-}
-
-#[derive(Args, Clone)]
-struct LoadgenArgs {
-    /// Concepts in the curriculum.
-    #[arg(long, default_value_t = 60)]
-    concepts: usize,
-    /// Domains.
-    #[arg(long, default_value_t = 6)]
-    domains: usize,
-    /// Students.
-    #[arg(long, default_value_t = 250)]
-    students: usize,
-    /// Attempts in total.
-    #[arg(long, default_value_t = 25_000)]
-    attempts: usize,
-    /// RNG seed (same seed, same data).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Attempts per second (0 = as fast as possible).
-    #[arg(long, default_value_t = 0)]
-    rate: u64,
-    /// Spread attempts over this many days up to now.
-    #[arg(long, default_value_t = 75)]
-    days: i64,
-    /// Prefix for generated ids (default: a fresh run id, so runs never collide).
-    #[arg(long)]
-    id_prefix: Option<String>,
-}
-
-impl LoadgenArgs {
-    fn options(&self) -> LoadgenOptions {
-        LoadgenOptions {
-            concepts: self.concepts,
-            domains: self.domains,
-            students: self.students,
-            attempts: self.attempts,
-            seed: self.seed,
-            rate: self.rate,
-            days: self.days,
-            id_prefix: self
-                .id_prefix
-                .clone()
-                .unwrap_or_else(|| format!("r{}-", chrono::Utc::now().format("%m%d%H%M%S"))),
-        }
-    }
-}
 
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -347,7 +128,7 @@ async fn produce(cfg: &Config, topic: &str, file: Option<PathBuf>) -> Result<()>
             &v.concept_id
         )),
     };
-    println!("published {n} events to {t}");
+    outln!("published {n} events to {t}")?;
     Ok(())
 }
 
@@ -378,15 +159,53 @@ async fn tombstones(cfg: &Config, topic: &str, keys_: &[String]) -> Result<()> {
             .map_err(|(e, _)| e)
             .with_context(|| format!("publishing tombstone {k:?}"))?;
     }
-    println!("published {} tombstone(s) to {t}", keys_.len());
+    outln!("published {} tombstone(s) to {t}", keys_.len())?;
     Ok(())
 }
 
 /// Exit code of a reconciliation the delete brake refused.
 const RECONCILE_REFUSED: u8 = 3;
 
+/// Exit status: 0 success, 1 error, 2 usage (clap), 3 a threshold or
+/// check that failed on purpose (lag above `--max-lag`, `replay --verify`
+/// differences, a reconcile the delete brake refused). A reader that goes
+/// away (`novyra tail … | head -1`) is not an error: the output simply ends.
 #[tokio::main]
-async fn main() -> Result<ExitCode> {
+async fn main() -> ExitCode {
+    match run_cli().await {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A topic given on the command line: a kind (`attempts`, `dlq`, …) from
+/// the topic table, or a full name (anything with a dot) taken as is.
+fn topic_arg(cfg: &Config, s: &str) -> Result<String> {
+    if s.contains('.') {
+        return Ok(s.to_owned());
+    }
+    match novyra_core::Topic::parse(&cfg.topic_prefix, s) {
+        Some(t) => Ok(cfg.topic(t)),
+        None => bail!(
+            "unknown topic kind {s:?}: one of {}, or a full topic name",
+            novyra_core::Topic::ALL.map(|t| t.suffix()).join(", ")
+        ),
+    }
+}
+
+/// Whether `e` is, somewhere in its chain, a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn run_cli() -> Result<ExitCode> {
     let cli = Cli::parse();
     init_logs(cli.log_json);
     let cfg = Config::load(cli.config.as_deref()).context("configuration")?;
@@ -420,15 +239,18 @@ async fn main() -> Result<ExitCode> {
                 .await?;
             for c in next {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"id": c.id, "name": c.name, "score": c.score, "prerequisites": c.prerequisites})
-                    );
+                    )?;
                 } else {
-                    println!(
+                    outln!(
                         "{:<14} {:<24} score {:.3}  prerequisites {}",
-                        c.id, c.name, c.score, c.prerequisites
-                    );
+                        c.id,
+                        c.name,
+                        c.score,
+                        c.prerequisites
+                    )?;
                 }
             }
         }
@@ -446,26 +268,30 @@ async fn main() -> Result<ExitCode> {
                 .learning_path(&user, &target, cfg.pipeline.mastery_threshold, max_hops)
                 .await?;
             if !json {
-                println!(
+                outln!(
                     "{:<4} {:<24} {:<28} {:>6} {:>5}",
-                    "step", "concept", "name", "score", "hops"
-                );
+                    "step",
+                    "concept",
+                    "name",
+                    "score",
+                    "hops"
+                )?;
             }
             for (i, s) in steps.iter().enumerate() {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"step": i + 1, "id": s.id, "name": s.name, "score": s.score, "hops": s.hops})
-                    );
+                    )?;
                 } else {
-                    println!(
+                    outln!(
                         "{:<4} {:<24} {:<28} {:>6.3} {:>5}",
                         i + 1,
                         s.id,
                         s.name,
                         s.score,
                         s.hops
-                    );
+                    )?;
                 }
             }
         }
@@ -477,22 +303,30 @@ async fn main() -> Result<ExitCode> {
                 .weak_concepts(&user, cfg.pipeline.mastery_threshold, limit)
                 .await?;
             if !json {
-                println!(
+                outln!(
                     "{:<24} {:<28} {:>6} {:>10} {:>9}",
-                    "concept", "name", "score", "dependents", "attempted"
-                );
+                    "concept",
+                    "name",
+                    "score",
+                    "dependents",
+                    "attempted"
+                )?;
             }
             for w in weak {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"id": w.id, "name": w.name, "score": w.score, "dependents": w.dependents, "attempted_dependents": w.attempted_dependents})
-                    );
+                    )?;
                 } else {
-                    println!(
+                    outln!(
                         "{:<24} {:<28} {:>6.3} {:>10} {:>9}",
-                        w.id, w.name, w.score, w.dependents, w.attempted_dependents
-                    );
+                        w.id,
+                        w.name,
+                        w.score,
+                        w.dependents,
+                        w.attempted_dependents
+                    )?;
                 }
             }
         }
@@ -502,13 +336,13 @@ async fn main() -> Result<ExitCode> {
             novyra_store::Store::new(&cfg.store())?
                 .refresh_leaderboard()
                 .await?;
-            println!("leaderboard refreshed");
+            outln!("leaderboard refreshed")?;
         }
         Cmd::Db {
             cmd: DbCmd::Migrate,
         } => {
             let done = novyra_store::migrate(&cfg.migrate_store()).await?;
-            println!("applied {} migration(s)", done.len());
+            outln!("applied {} migration(s)", done.len())?;
         }
         Cmd::Db {
             cmd:
@@ -521,19 +355,19 @@ async fn main() -> Result<ExitCode> {
             if let Some(n) = ensure_ahead {
                 let today = chrono::Utc::now().date_naive();
                 for m in store.ensure_months_ahead(today, n).await? {
-                    println!(
+                    outln!(
                         "month {m} stays in the default partition (it already holds rows of it)"
-                    );
+                    )?;
                 }
             }
             if let Some(cutoff) = detach_before {
                 let owner = novyra_store::Store::new(&cfg.migrate_store())?;
                 for name in owner.detach_partitions_before(cutoff).await? {
-                    println!("detached {name}");
+                    outln!("detached {name}")?;
                 }
             }
             for (name, rows) in store.attempt_partitions().await? {
-                println!("{name:<32} {rows:>10}");
+                outln!("{name:<32} {rows:>10}")?;
             }
         }
         Cmd::Topics => {
@@ -544,14 +378,14 @@ async fn main() -> Result<ExitCode> {
                 cfg.kafka.replication_factor,
             )
             .await?;
-            println!("created {created:?}");
+            outln!("created {created:?}")?;
         }
         Cmd::Schemas => {
             for (subject, id) in Codec::new(&cfg.registry())?
                 .register_all(&cfg.topic_prefix)
                 .await?
             {
-                println!("{subject:<32} id {id}");
+                outln!("{subject:<32} id {id}")?;
             }
         }
         Cmd::Produce { topic, delete, .. } if !delete.is_empty() => {
@@ -561,10 +395,12 @@ async fn main() -> Result<ExitCode> {
         Cmd::Loadgen(a) => {
             setup(&cfg).await?;
             let p = loadgen::generate_and_publish(&cfg, &a.options(), false).await?;
-            println!(
+            outln!(
                 "published {} concepts, {} prerequisites, {} attempts",
-                p.concepts, p.links, p.attempts
-            );
+                p.concepts,
+                p.links,
+                p.attempts
+            )?;
         }
         Cmd::Reconcile {
             dry_run,
@@ -582,13 +418,13 @@ async fn main() -> Result<ExitCode> {
             )
             .await?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                outln!("{}", serde_json::to_string(&report)?)?;
             } else {
-                println!("{:<18} {:>10}", "drift", "count");
+                outln!("{:<18} {:>10}", "drift", "count")?;
                 for (kind, n) in report.kinds() {
-                    println!("{kind:<18} {n:>10}");
+                    outln!("{kind:<18} {n:>10}")?;
                 }
-                println!(
+                outln!(
                     "{} records read; {}",
                     report.records_read,
                     if report.repaired {
@@ -598,7 +434,7 @@ async fn main() -> Result<ExitCode> {
                     } else {
                         "dry run, nothing written"
                     }
-                );
+                )?;
             }
             if report.refused {
                 eprintln!(
@@ -623,7 +459,7 @@ async fn main() -> Result<ExitCode> {
                 novyra_kafka::lag::rewind_group(&kafka, &g2, &topics)
             })
             .await??;
-            println!("rewound {name} to the beginning of {n} partition(s)");
+            outln!("rewound {name} to the beginning of {n} partition(s)")?;
         }
         Cmd::Replay(a) => {
             if !replay::replay(&cfg, &a).await? {
@@ -638,7 +474,7 @@ async fn main() -> Result<ExitCode> {
         }
         Cmd::Summary { expect_attempts } => {
             let s = novyra_pipeline::summary::gather(&cfg, expect_attempts, "").await?;
-            println!("{}", s.render(None, 0));
+            outln!("{}", s.render(None, 0))?;
             if !s.ok() {
                 bail!("some checks failed");
             }
@@ -649,10 +485,13 @@ async fn main() -> Result<ExitCode> {
                 .await
                 .context("migrating")?;
             setup(&cfg).await?;
-            println!(
+            outln!(
                 "generating {} concepts, {} students, {} attempts (ids prefixed {:?})",
-                o.concepts, o.students, o.attempts, o.id_prefix
-            );
+                o.concepts,
+                o.students,
+                o.attempts,
+                o.id_prefix
+            )?;
             let started = Instant::now();
             let p = loadgen::generate_and_publish(&cfg, &o, false).await?;
             run::run(
@@ -674,7 +513,7 @@ async fn main() -> Result<ExitCode> {
                     format!("{} produced, {stored} stored", p.attempts),
                 ),
             );
-            println!("{}", s.render(Some(elapsed), p.attempts));
+            outln!("{}", s.render(Some(elapsed), p.attempts))?;
             if !s.ok() {
                 bail!("some checks failed");
             }

@@ -143,10 +143,10 @@ async fn postgres(cfg: &Config, a: &ReplayArgs) -> Result<bool> {
     bar.finish();
     target.clear_outbox().await?;
     let got = target.table_counts().await?;
-    println!(
+    outln!(
         "replayed into schema {}: {} concepts, {} links, {} attempts, {} rubric evaluations, {} mastery rows",
         a.schema, got.concepts, got.concept_prerequisites, got.concept_attempts, got.rubric_evaluations, got.mastery_records
-    );
+    )?;
     if !a.verify {
         return Ok(true);
     }
@@ -155,7 +155,7 @@ async fn postgres(cfg: &Config, a: &ReplayArgs) -> Result<bool> {
     let live = Store::new(&cfg.store())?;
     let want = live.table_counts().await?;
     let mut same = true;
-    println!("{:<22} {:>12} {:>12}", "table", "live", "replay");
+    outln!("{:<22} {:>12} {:>12}", "table", "live", "replay")?;
     for (name, l, r) in [
         ("concepts", want.concepts, got.concepts),
         (
@@ -175,24 +175,24 @@ async fn postgres(cfg: &Config, a: &ReplayArgs) -> Result<bool> {
         ),
         ("mastery_records", want.mastery_records, got.mastery_records),
     ] {
-        println!(
+        outln!(
             "{name:<22} {l:>12} {r:>12}{}",
             if l == r { "" } else { "  DIFFERENT" }
-        );
+        )?;
         same &= l == r;
     }
     let (only_live, only_replay, differ) =
         diff_rows(&live.mastery_rows().await?, &target.mastery_rows().await?);
-    println!("mastery rows: {only_live} only live, {only_replay} only in the replay, {differ} with other values");
+    outln!("mastery rows: {only_live} only live, {only_replay} only in the replay, {differ} with other values")?;
     same &= only_live + only_replay + differ == 0;
-    println!(
+    outln!(
         "{}",
         if same {
             "verify: identical"
         } else {
             "verify: DIFFERENT (a live pipeline still running, or drift)"
         }
-    );
+    )?;
     Ok(same)
 }
 
@@ -245,7 +245,7 @@ async fn graph(cfg: &Config, verify: bool, id_prefix: &str) -> Result<bool> {
             report.graph_size
         );
     }
-    println!(
+    outln!(
         "graph: {} records read; written: {} concepts, {} links, {} mastery edges; removed: {} concepts, {} links, {} edges",
         report.records_read,
         report.missing_concept + report.stale_concept,
@@ -254,7 +254,7 @@ async fn graph(cfg: &Config, verify: bool, id_prefix: &str) -> Result<bool> {
         report.extra_concept,
         report.extra_link,
         report.extra_mastery
-    );
+    )?;
     if !verify {
         return Ok(true);
     }
@@ -266,7 +266,7 @@ async fn graph(cfg: &Config, verify: bool, id_prefix: &str) -> Result<bool> {
         },
     )
     .await?;
-    println!("graph verify: drift {}", check.drift());
+    outln!("graph verify: drift {}", check.drift())?;
     Ok(check.drift() == 0)
 }
 

@@ -27,8 +27,13 @@ pub struct TailArgs {
     /// full topic name.
     topic: String,
     /// Start at the earliest record still on the topic.
-    #[arg(long, conflicts_with_all = ["from_time", "offset"])]
+    #[arg(long, conflicts_with_all = ["from_time", "offset", "last"])]
     from_beginning: bool,
+    /// Print the records among the last N offsets of each partition and
+    /// exit (with `--follow`, keep waiting), like kcat's `-o -N -e`.
+    /// Compaction and transaction markers can leave fewer than N.
+    #[arg(long, value_name = "N", conflicts_with_all = ["from_time", "offset"])]
+    last: Option<u32>,
     /// Start at the first record at or after this time: RFC 3339
     /// (2026-11-27T08:00:00Z), epoch milliseconds, or an age (30s, 15m, 2h, 1d).
     #[arg(long, conflicts_with = "offset")]
@@ -62,6 +67,7 @@ enum Start {
     End,
     Time(i64),
     Offset(i64),
+    Last(i64),
 }
 
 /// Parses `--from-time`.
@@ -213,17 +219,14 @@ fn table_line(rec: &Value) -> String {
 
 /// Runs `novyra tail`.
 pub async fn tail(cfg: &Config, a: &TailArgs) -> Result<()> {
-    let topic = if a.topic.contains('.') {
-        a.topic.clone()
-    } else {
-        cfg.topic(&a.topic)
-    };
+    let topic = crate::topic_arg(cfg, &a.topic)?;
     let filters = parse_filters(&a.filters)?;
     let now = Utc::now().timestamp_millis();
-    let start = match (&a.from_time, a.offset, a.from_beginning) {
-        (Some(t), _, _) => Start::Time(parse_time(t, now)?),
-        (_, Some(o), _) => Start::Offset(o),
-        (_, _, true) => Start::Beginning,
+    let start = match (&a.from_time, a.offset, a.from_beginning, a.last) {
+        (Some(t), _, _, _) => Start::Time(parse_time(t, now)?),
+        (_, Some(o), _, _) => Start::Offset(o),
+        (_, _, true, _) => Start::Beginning,
+        (_, _, _, Some(n)) => Start::Last(i64::from(n)),
         _ => Start::End,
     };
     let follow = a.follow || matches!(start, Start::End);
@@ -245,14 +248,15 @@ pub async fn tail(cfg: &Config, a: &TailArgs) -> Result<()> {
     }
     let consumer: StreamConsumer = cfg.kafka().reader_config().create()?;
     let mut tpl = TopicPartitionList::new();
-    for (p, _, _) in &marks {
+    for &(p, low, high) in &marks {
         let o = match start {
             Start::Beginning => Offset::Beginning,
             Start::End => Offset::End,
             Start::Offset(o) => Offset::Offset(o),
             Start::Time(t) => Offset::Offset(t),
+            Start::Last(n) => Offset::Offset((high - n).max(low)),
         };
-        tpl.add_partition_offset(&topic, *p, o)?;
+        tpl.add_partition_offset(&topic, p, o)?;
     }
     if let Start::Time(_) = start {
         tpl = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
@@ -303,9 +307,9 @@ pub async fn tail(cfg: &Config, a: &TailArgs) -> Result<()> {
             continue;
         }
         if a.table {
-            println!("{}", table_line(&rec));
+            outln!("{}", table_line(&rec))?;
         } else {
-            println!("{rec}");
+            outln!("{rec}")?;
         }
         printed += 1;
         if a.count.is_some_and(|n| printed >= n) {

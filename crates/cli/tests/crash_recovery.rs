@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use novyra_core::Topic;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_registry::{Codec, EventKind};
 use rand::{Rng, SeedableRng};
@@ -79,7 +80,7 @@ async fn ingest_killed_ten_times_loses_nothing_and_applies_nothing_twice() {
     loadgen::publish(
         &codec,
         &producer,
-        &env.cfg.topic("attempts"),
+        &env.cfg.topic(Topic::Attempts),
         EventKind::Attempt,
         &again,
         0,

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 
@@ -69,7 +70,7 @@ async fn every_metric_on_the_dashboard_is_exported() {
     let producer = env.cfg.kafka().producer().expect("producer");
     producer
         .send(
-            FutureRecord::<str, [u8]>::to(&env.cfg.topic("attempts"))
+            FutureRecord::<str, [u8]>::to(&env.cfg.topic(Topic::Attempts))
                 .key("someone")
                 .payload(&[9, 9, 9]),
             Duration::from_secs(10),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use novyra_core::ConceptAttempted;
+use novyra_core::Topic;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_registry::{wire, Codec, EventKind};
 
@@ -22,7 +23,7 @@ async fn ingest_rides_out_postgres_and_registry_outages() {
     let env = Env::new("outage").await;
     let codec = Codec::new(&env.cfg.registry()).expect("codec");
     let producer = env.cfg.kafka().producer().expect("producer");
-    let topic = env.cfg.topic("attempts");
+    let topic = env.cfg.topic(Topic::Attempts);
     let o = |n: usize, tag: &str| LoadgenOptions {
         concepts: 20,
         domains: 2,

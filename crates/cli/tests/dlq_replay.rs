@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use neo4rs::query;
 use novyra_core::ConceptUpserted;
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_registry::{Codec, EventKind};
 
@@ -25,7 +26,7 @@ async fn name_of(g: &neo4rs::Graph, id: &str) -> Option<String> {
         .and_then(|r| r.get::<String>("name").ok())
 }
 
-fn end_offsets(env: &Env, kind: &str) -> i64 {
+fn end_offsets(env: &Env, kind: Topic) -> i64 {
     let c: novyra_kafka::rdkafka::consumer::BaseConsumer =
         env.cfg.kafka().reader_config().create().expect("client");
     novyra_kafka::lag::watermarks(&c, &env.cfg.topic(kind), Duration::from_secs(10))
@@ -76,7 +77,7 @@ async fn dead_letters_replay_to_their_source_after_the_fix() {
     // A concept renamed to a name the constraint forbids, then a good one.
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let producer = cfg.kafka().producer().expect("producer");
-    let topic = cfg.topic("concepts");
+    let topic = cfg.topic(Topic::Concepts);
     let now = chrono::Utc::now().timestamp_millis();
     for (id, name) in [("b", "Alpha"), ("c", "Gamma")] {
         let c = ConceptUpserted {
@@ -129,7 +130,7 @@ async fn dead_letters_replay_to_their_source_after_the_fix() {
     )))
     .await
     .expect("drop constraint");
-    let before = end_offsets(&env, "concepts");
+    let before = end_offsets(&env, Topic::Concepts);
     let (code, dry) = novyra(
         cfg,
         &["dlq", "replay", "--class", "write_rejected", "--dry-run"],
@@ -137,7 +138,7 @@ async fn dead_letters_replay_to_their_source_after_the_fix() {
     assert_eq!(code, 0);
     assert!(dry.contains("would replay 1 dead letter"), "{dry}");
     assert_eq!(
-        end_offsets(&env, "concepts"),
+        end_offsets(&env, Topic::Concepts),
         before,
         "a dry run sends nothing"
     );
@@ -157,7 +158,7 @@ async fn dead_letters_replay_to_their_source_after_the_fix() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("replayed 1 dead letter"), "{out}");
-    assert_eq!(end_offsets(&env, "concepts"), before + 1);
+    assert_eq!(end_offsets(&env, Topic::Concepts), before + 1);
 
     // The running sink applies it; nothing new is dead-lettered.
     let started = Instant::now();

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use novyra_core::Topic;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::Config;
 
@@ -123,7 +124,7 @@ async fn lag_matches_kafka_tools_and_gates_on_thresholds() {
     let (stopped, secs) = ours(&env.cfg);
     let age = published.elapsed().as_secs_f64();
     assert_same("stopped", &stopped, &theirs(&env.cfg));
-    let attempts = env.cfg.topic("attempts");
+    let attempts = env.cfg.topic(Topic::Attempts);
     let backlog: i64 = stopped
         .iter()
         .filter(|(k, _)| k.0 == attempts)

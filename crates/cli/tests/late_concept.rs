@@ -12,6 +12,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
+use novyra_core::Topic;
 use novyra_core::{BktParams, ConceptAttempted, ConceptUpserted};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_registry::{Codec, EventKind};
@@ -99,7 +100,7 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
             .collect::<Vec<(String, ConceptAttempted)>>()
     };
     let publish_attempts = |items: Vec<(String, ConceptAttempted)>| {
-        let (codec, producer, topic) = (&codec, &producer, env.cfg.topic("attempts"));
+        let (codec, producer, topic) = (&codec, &producer, env.cfg.topic(Topic::Attempts));
         async move {
             loadgen::publish(codec, producer, &topic, EventKind::Attempt, &items, 0, true)
                 .await
@@ -107,7 +108,7 @@ async fn mastery_follows_concepts_that_arrive_after_their_attempts() {
         }
     };
     let publish_concepts = |items: Vec<ConceptUpserted>| {
-        let (codec, producer, topic) = (&codec, &producer, env.cfg.topic("concepts"));
+        let (codec, producer, topic) = (&codec, &producer, env.cfg.topic(Topic::Concepts));
         async move {
             let items: Vec<(String, ConceptUpserted)> = items
                 .into_iter()

@@ -13,6 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use novyra_core::Topic;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_registry::{Codec, EventKind};
 
@@ -23,7 +24,7 @@ async fn postgres_down_longer_than_the_poll_interval_neither_evicts_nor_stalls()
     let env = Env::new("longout").await;
     let codec = Codec::new(&env.cfg.registry()).expect("codec");
     let producer = env.cfg.kafka().producer().expect("producer");
-    let topic = env.cfg.topic("attempts");
+    let topic = env.cfg.topic(Topic::Attempts);
     let publish = |n: usize, tag: &str| {
         let o = LoadgenOptions {
             concepts: 20,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use neo4rs::query;
+use novyra_core::Topic;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 
 /// Runs `novyra args...`; returns (exit code, stdout, stderr).
@@ -37,8 +38,11 @@ fn mastery_end(env: &Env) -> i64 {
         env.cfg.kafka().reader_config().create().expect("client");
     let started = Instant::now();
     loop {
-        match novyra_kafka::lag::watermarks(&c, &env.cfg.topic("mastery"), Duration::from_secs(30))
-        {
+        match novyra_kafka::lag::watermarks(
+            &c,
+            &env.cfg.topic(Topic::Mastery),
+            Duration::from_secs(30),
+        ) {
             Ok(marks) => return marks.iter().map(|(_, _, high)| high).sum(),
             Err(e) if started.elapsed() < Duration::from_secs(60) => {
                 println!("end offsets not yet readable: {e}");

@@ -12,6 +12,7 @@ mod common;
 
 use common::*;
 use novyra_core::PrerequisiteLinked;
+use novyra_core::Topic;
 use novyra_registry::{wire, Codec, DecodeError, EventKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +26,7 @@ async fn a_registry_error_is_retryable_and_never_cached() {
     };
     let bytes = writer
         .encode(
-            &env.cfg.topic("prerequisites"),
+            &env.cfg.topic(Topic::Prerequisites),
             EventKind::Prerequisite,
             &link,
         )

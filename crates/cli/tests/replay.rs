@@ -8,12 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use novyra_core::Topic;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 
 fn mastery_end(env: &Env) -> i64 {
     let c: novyra_kafka::rdkafka::consumer::BaseConsumer =
         env.cfg.kafka().reader_config().create().expect("client");
-    novyra_kafka::lag::watermarks(&c, &env.cfg.topic("mastery"), Duration::from_secs(10))
+    novyra_kafka::lag::watermarks(&c, &env.cfg.topic(Topic::Mastery), Duration::from_secs(10))
         .expect("marks")
         .iter()
         .map(|(_, _, high)| high)

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use novyra_core::ConceptAttempted;
+use novyra_core::Topic;
 use novyra_kafka::dlq::header;
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::producer::FutureRecord;
@@ -46,7 +47,7 @@ async fn tail_prints_decoded_records_and_never_joins_a_group() {
     let cfg = &env.cfg;
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let producer = cfg.kafka().producer().expect("producer");
-    let topic = cfg.topic("attempts");
+    let topic = cfg.topic(Topic::Attempts);
     let now = chrono::Utc::now().timestamp_millis();
     let (ua, ub) = (format!("{}-a", env.name), format!("{}-b", env.name));
     // Six attempts on partition 0: three two hours old, three ten minutes
@@ -226,4 +227,101 @@ async fn tail_prints_decoded_records_and_never_joins_a_group() {
         ],
     );
     assert_eq!(by_reason.len(), 1);
+}
+
+/// Publishes `n` attempts to `partition` of the attempts topic.
+async fn publish_to(env: &Env, partition: i32, n: usize) {
+    let cfg = &env.cfg;
+    let codec = Codec::new(&cfg.registry()).expect("codec");
+    let producer = cfg.kafka().producer().expect("producer");
+    let topic = cfg.topic(Topic::Attempts);
+    let now = chrono::Utc::now().timestamp_millis();
+    for i in 0..n {
+        let a = ConceptAttempted {
+            event_id: format!("{}-p{partition}-e{i}", env.name),
+            user_id: format!("{}-u{partition}", env.name),
+            concept_id: "c1".into(),
+            occurred_at: now,
+            correct: i % 2 == 0,
+            hints_used: 0,
+            duration_ms: 1_000,
+            rubric: None,
+        };
+        let bytes = codec
+            .encode(&topic, EventKind::Attempt, &a)
+            .await
+            .expect("encode");
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(partition)
+                    .key(&a.user_id)
+                    .payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produce");
+    }
+}
+
+/// Like the Unix tools it sits beside: `--last N` prints the last N records
+/// per partition and exits; a reader that goes away (`| head -1`) ends the
+/// output quietly; usage errors exit 2, failures 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_behaves_like_a_unix_tool() {
+    let env = Env::new("tailunix").await;
+    let cfg = &env.cfg;
+    // More than a pipe buffer (64 KiB) of JSON on partition 0, a few on 1.
+    publish_to(&env, 0, 400).await;
+    publish_to(&env, 1, 4).await;
+
+    // --last 3: the last three offsets of each partition, then exit.
+    let last = tail(cfg, &["attempts", "--last", "3"]);
+    let mut got: Vec<(i64, i64)> = last
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_i64().expect("partition"),
+                r["offset"].as_i64().expect("offset"),
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [(0, 397), (0, 398), (0, 399), (1, 1), (1, 2), (1, 3)]);
+    let more_than_there_is = tail(cfg, &["attempts", "--last", "10", "--partition", "1"]);
+    assert_eq!(more_than_there_is.len(), 4);
+
+    // `novyra tail … | head -1`: the reader closes the pipe after one line
+    // while tail still has records to write; it must end quietly.
+    let mut child = command(cfg)
+        .args(["tail", "attempts", "--from-beginning"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tail");
+    let mut first = String::new();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut first).expect("one line");
+    let _: Value = serde_json::from_str(&first).expect("a JSON record");
+    drop(out);
+    let done = child.wait_with_output().expect("tail exits");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        done.status.success(),
+        "a closed pipe ends tail quietly, exit 0: {:?} {stderr}",
+        done.status
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "nothing on stderr about the pipe: {stderr}"
+    );
+
+    // Exit codes: 2 for usage, 1 for a failure.
+    let (usage, _) = novyra(cfg, &["tail", "attempts", "--last", "3", "--offset", "1"]);
+    assert_eq!(usage, 2, "conflicting options are a usage error");
+    let (missing, _) = novyra(cfg, &["tail"]);
+    assert_eq!(missing, 2, "a missing argument is a usage error");
+    let (failed, _) = novyra(cfg, &["tail", "no.such.topic", "--last", "1"]);
+    assert_eq!(failed, 1, "a topic that does not exist is an error");
 }

@@ -7,6 +7,7 @@
 pub mod events;
 pub mod keys;
 pub mod mastery;
+pub mod topics;
 pub mod validate;
 
 pub use events::{
@@ -14,4 +15,5 @@ pub use events::{
     RubricEvaluation,
 };
 pub use mastery::{BktParams, MasteryState};
+pub use topics::{Group, Topic};
 pub use validate::ValidationError;

@@ -7,6 +7,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
+use novyra_core::topics::{Cleanup, TOPICS};
+
 use crate::{KafkaConfig, KafkaError};
 
 /// One topic's shape.
@@ -20,48 +22,33 @@ pub struct TopicSpec {
     pub configs: Vec<(&'static str, String)>,
 }
 
-/// DESIGN.md's topic table. `attempts_retention_ms` is the attempts topic's
-/// retention (`-1` keeps them forever, which replay relies on).
+/// The topic table of `novyra_core::topics` as Kafka topic configs.
+/// `attempts_retention_ms` is the retention of a deleting topic whose row
+/// leaves it to the deployment (the attempts: `-1` keeps them forever,
+/// which replay relies on).
 pub fn pipeline_topics(attempts_retention_ms: i64) -> Vec<TopicSpec> {
-    let compact = || {
-        vec![
-            ("cleanup.policy", "compact".to_owned()),
-            ("min.compaction.lag.ms", "0".to_owned()),
-        ]
-    };
-    vec![
-        TopicSpec {
-            suffix: "attempts",
-            partitions: 12,
-            configs: vec![
-                ("cleanup.policy", "delete".into()),
-                ("retention.ms", attempts_retention_ms.to_string()),
-            ],
-        },
-        TopicSpec {
-            suffix: "concepts",
-            partitions: 3,
-            configs: compact(),
-        },
-        TopicSpec {
-            suffix: "prerequisites",
-            partitions: 3,
-            configs: compact(),
-        },
-        TopicSpec {
-            suffix: "mastery",
-            partitions: 12,
-            configs: compact(),
-        },
-        TopicSpec {
-            suffix: "dlq",
-            partitions: 3,
-            configs: vec![
-                ("cleanup.policy", "delete".into()),
-                ("retention.ms", (90_i64 * 24 * 3600 * 1000).to_string()),
-            ],
-        },
-    ]
+    TOPICS
+        .iter()
+        .map(|t| TopicSpec {
+            suffix: t.suffix,
+            partitions: t.partitions,
+            configs: match t.cleanup {
+                Cleanup::Compact => vec![
+                    ("cleanup.policy", "compact".to_owned()),
+                    ("min.compaction.lag.ms", "0".to_owned()),
+                ],
+                Cleanup::Delete => vec![
+                    ("cleanup.policy", "delete".to_owned()),
+                    (
+                        "retention.ms",
+                        t.retention_days
+                            .map_or(attempts_retention_ms, |d| i64::from(d) * 86_400_000)
+                            .to_string(),
+                    ),
+                ],
+            },
+        })
+        .collect()
 }
 
 /// Creates the topics that do not exist yet; existing ones are left alone.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use novyra_core::{Group, Topic};
 use serde::Deserialize;
 
 /// Why the configuration is unusable.
@@ -343,9 +344,14 @@ impl Config {
         Ok(())
     }
 
-    /// Topic name for a suffix.
-    pub fn topic(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.topic_prefix)
+    /// The full names of the topics `group` consumes (the topic table).
+    pub fn topics(&self, group: Group) -> Vec<String> {
+        group.topics().into_iter().map(|t| self.topic(t)).collect()
+    }
+
+    /// The topic's full name with this deployment's prefix.
+    pub fn topic(&self, topic: Topic) -> String {
+        topic.name(&self.topic_prefix)
     }
 
     /// Consumer group id for a worker: `<prefix without trailing dot>-<name>`,

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WorkerError;
 use crate::Config;
+use novyra_core::{Group, Topic};
 
 /// What to reconcile.
 #[derive(Debug, Clone, Default)]
@@ -253,7 +254,8 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
     let mut concepts: BTreeMap<String, ConceptUpserted> = BTreeMap::new();
     let mut want_links: HashSet<(String, String)> = HashSet::new();
     let mut want_edges: HashMap<(String, String), Edge> = HashMap::new();
-    for kind in ["concepts", "prerequisites", "mastery"] {
+    // The graph's truth: what the graph sink consumes.
+    for kind in Group::Graph.topics() {
         let topic = cfg.topic(kind);
         let (n, latest) = read_to_snapshot(cfg, &topic).await?;
         report.records_read += n;
@@ -404,7 +406,7 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
         graph.write(&batch).await?;
         graph.repair_mastery(&repairs).await?;
         let producer = cfg.kafka().producer()?;
-        let topic = cfg.topic("mastery");
+        let topic = cfg.topic(Topic::Mastery);
         for m in &republish {
             let bytes = codec
                 .encode(&topic, EventKind::Mastery, m)

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::error::WorkerError;
 use crate::{catalog, graph_sink, ingest, recompute, relay, Config, Health};
+use novyra_core::{Group, Topic};
 
 /// Which workers to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,23 +21,12 @@ pub enum Worker {
     Graph,
 }
 
-/// Groups and the topics they consume.
+/// Groups and the topics they consume, from the topic table.
 pub fn groups(cfg: &Config) -> Vec<(String, Vec<String>)> {
-    vec![
-        (
-            cfg.group(catalog::GROUP),
-            vec![cfg.topic("concepts"), cfg.topic("prerequisites")],
-        ),
-        (cfg.group(ingest::GROUP), vec![cfg.topic("attempts")]),
-        (
-            cfg.group(graph_sink::GROUP),
-            vec![
-                cfg.topic("concepts"),
-                cfg.topic("prerequisites"),
-                cfg.topic("mastery"),
-            ],
-        ),
-    ]
+    Group::ALL
+        .into_iter()
+        .map(|g| (cfg.group(g.suffix()), cfg.topics(g)))
+        .collect()
 }
 
 /// Lag of every group, as Kafka's own tools report it.
@@ -180,7 +170,7 @@ pub async fn run(
         .collect();
     let idle_watch = exit_when_idle.then(|| {
         let (cfg, stop) = (cfg.clone(), stop.clone());
-        let (ingest_group, attempts) = (cfg.group(ingest::GROUP), cfg.topic("attempts"));
+        let (ingest_group, attempts) = (cfg.group(ingest::GROUP), cfg.topic(Topic::Attempts));
         tokio::spawn(async move {
             let store = novyra_store::Store::new(&cfg.store()).ok();
             let mut idle_rounds = 0;

@@ -15,6 +15,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use novyra_core::Topic;
 use novyra_core::{keys, ConceptUpserted};
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::message::Message;
@@ -25,7 +26,7 @@ use novyra_pipeline::reconcile::{reconcile, ReconcileOptions};
 use novyra_pipeline::Config;
 use novyra_registry::{Codec, EventKind};
 
-const COMPACTED: [&str; 3] = ["concepts", "prerequisites", "mastery"];
+const COMPACTED: [Topic; 3] = [Topic::Concepts, Topic::Prerequisites, Topic::Mastery];
 
 /// What a reader from the beginning sees of one partition.
 #[derive(Debug, Default, Clone)]
@@ -91,7 +92,10 @@ fn read_topic(cfg: &Config, topic: &str) -> BTreeMap<i32, Seen> {
 async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
     let cfg = common::config("compact");
     let mut specs = novyra_kafka::topics::pipeline_topics(-1);
-    for s in specs.iter_mut().filter(|s| COMPACTED.contains(&s.suffix)) {
+    for s in specs
+        .iter_mut()
+        .filter(|s| COMPACTED.iter().any(|t| t.suffix() == s.suffix))
+    {
         s.configs.push(("segment.ms", "1000".into()));
         s.configs.push(("min.cleanable.dirty.ratio", "0.01".into()));
     }
@@ -132,7 +136,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
     loadgen::publish(
         &codec,
         &producer,
-        &cfg.topic("concepts"),
+        &cfg.topic(Topic::Concepts),
         EventKind::Concept,
         &revised,
         0,
@@ -144,7 +148,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
     let gone_key = keys::prerequisite_key(&gone.prerequisite_id, &gone.concept_id);
     producer
         .send(
-            FutureRecord::<str, [u8]>::to(&cfg.topic("prerequisites")).key(&gone_key),
+            FutureRecord::<str, [u8]>::to(&cfg.topic(Topic::Prerequisites)).key(&gone_key),
             Duration::from_secs(10),
         )
         .await
@@ -162,7 +166,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
         loadgen::publish(
             &codec,
             &producer,
-            &cfg.topic("attempts"),
+            &cfg.topic(Topic::Attempts),
             EventKind::Attempt,
             &attempts,
             0,
@@ -176,7 +180,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
     // Roll every active segment: one more copy of each partition's last
     // record (same key and value, so the state does not change).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let mut written: HashMap<&str, u64> = HashMap::new();
+    let mut written: HashMap<Topic, u64> = HashMap::new();
     for t in COMPACTED {
         let topic = cfg.topic(t);
         let seen = read_topic(&cfg, &topic);
@@ -199,14 +203,14 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
         written.insert(t, n);
     }
     assert!(
-        written["mastery"] > 400,
+        written[&Topic::Mastery] > 400,
         "many versions written: {written:?}"
     );
 
     // The cleaner runs: fewer records remain, and the first record a reader
     // sees is past the partition's start.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut compacted: HashMap<&str, (u64, bool)> = HashMap::new();
+    let mut compacted: HashMap<Topic, (u64, bool)> = HashMap::new();
     loop {
         for t in COMPACTED {
             let seen = read_topic(&cfg, &cfg.topic(t));

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use novyra_core::ConceptAttempted;
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use novyra_kafka::rdkafka::client::DefaultClientContext;
 use novyra_kafka::rdkafka::producer::FutureRecord;
@@ -33,7 +34,7 @@ async fn stops_loudly_when_the_dlq_refuses_a_record() {
 
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let producer = cfg.kafka().producer().expect("producer");
-    let topic = cfg.topic("attempts");
+    let topic = cfg.topic(Topic::Attempts);
     let user = format!("{}-u1", cfg.topic_prefix);
     let good = codec
         .encode(
@@ -104,7 +105,7 @@ async fn stops_loudly_when_the_dlq_refuses_a_record() {
     // The operator raises the limit: the record reaches the DLQ, and the
     // good record behind it is stored.
     let admin: AdminClient<DefaultClientContext> = cfg.kafka().client(&[]).create().expect("admin");
-    let dlq = cfg.topic("dlq");
+    let dlq = cfg.topic(Topic::Dlq);
     let alter = novyra_kafka::rdkafka::admin::AlterConfig::new(ResourceSpecifier::Topic(&dlq))
         .set("max.message.bytes", "1048588");
     admin

@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use novyra_core::keys;
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::message::{Headers, Message};
 use novyra_kafka::rdkafka::producer::FutureRecord;
@@ -27,7 +28,7 @@ fn test_config(tag: &str) -> Config {
 
 fn dlq_records(cfg: &Config) -> Vec<(String, String)> {
     let c: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
-    let topic = cfg.topic("dlq");
+    let topic = cfg.topic(Topic::Dlq);
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
         tpl.add_partition_offset(&topic, p, Offset::Beginning)
@@ -89,7 +90,7 @@ async fn pipeline_stores_every_distinct_attempt_and_mirrors_mastery_in_the_graph
         .collect();
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let producer = cfg.kafka().producer().expect("producer");
-    let attempts_topic = cfg.topic("attempts");
+    let attempts_topic = cfg.topic(Topic::Attempts);
     loadgen::publish(
         &codec,
         &producer,

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use neo4rs::query;
+use novyra_core::Topic;
 use novyra_core::{keys, ConceptUpserted, MasteryUpdated};
 use novyra_kafka::dlq::header;
 use novyra_kafka::rdkafka::producer::FutureRecord;
@@ -73,7 +74,7 @@ async fn a_record_neo4j_refuses_goes_to_the_dlq_and_its_batch_lands() {
         bkt_p_slip: None,
         bkt_p_guess: None,
     };
-    let concepts = cfg.topic("concepts");
+    let concepts = cfg.topic(Topic::Concepts);
     let mut bad = None;
     for (c, refused) in [
         (concept("c1", "One"), false),
@@ -97,7 +98,7 @@ async fn a_record_neo4j_refuses_goes_to_the_dlq_and_its_batch_lands() {
             bad = Some((d.partition, d.offset));
         }
     }
-    let mastery = cfg.topic("mastery");
+    let mastery = cfg.topic(Topic::Mastery);
     let m = MasteryUpdated {
         user_id: format!("{p}u1"),
         concept_id: format!("{p}c1"),

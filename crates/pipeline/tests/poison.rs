@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use novyra_core::ConceptAttempted;
+use novyra_core::Topic;
 use novyra_kafka::dlq::header;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_pipeline::run::{self, Worker};
@@ -20,7 +21,7 @@ async fn advances_offset_past_every_kind_of_poison() {
     common::setup(&cfg).await;
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let producer = cfg.kafka().producer().expect("producer");
-    let topic = cfg.topic("attempts");
+    let topic = cfg.topic(Topic::Attempts);
     let user = format!("{}-u1", cfg.topic_prefix);
     let now = chrono::Utc::now().timestamp_millis();
     let attempt = |id: &str| ConceptAttempted {

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use novyra_core::ConceptAttempted;
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::message::Message;
 use novyra_kafka::rdkafka::producer::FutureRecord;
@@ -41,7 +42,7 @@ async fn v1_and_v2_consumers_read_each_others_events() {
     let run = cfg.database.schema.clone().expect("schema");
     let codec = Codec::new(&cfg.registry()).expect("codec");
     let ids = common::setup(&cfg).await;
-    let topic = cfg.topic("attempts");
+    let topic = cfg.topic(Topic::Attempts);
     let subject = format!("{topic}-value");
     let v1_id = ids
         .iter()

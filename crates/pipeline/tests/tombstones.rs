@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use novyra_core::keys;
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 
@@ -54,12 +55,15 @@ async fn tombstones_delete_concepts_links_and_mastery_edges() {
         .clone();
     let producer = cfg.kafka().producer().expect("producer");
     for (topic, key) in [
-        (cfg.topic("concepts"), gone.clone()),
+        (cfg.topic(Topic::Concepts), gone.clone()),
         (
-            cfg.topic("prerequisites"),
+            cfg.topic(Topic::Prerequisites),
             keys::prerequisite_key(&link.0, &link.1),
         ),
-        (cfg.topic("mastery"), keys::mastery_key(&edge.0, &edge.1)),
+        (
+            cfg.topic(Topic::Mastery),
+            keys::mastery_key(&edge.0, &edge.1),
+        ),
     ] {
         producer
             .send(

@@ -1,5 +1,8 @@
 //! The event schemas, compiled in from `schemas/*.avsc` so a binary always
-//! encodes with the schema it was built against.
+//! encodes with the schema it was built against. Topic names and record
+//! names come from the topic table in `novyra_core::topics`.
+
+use novyra_core::Topic;
 
 /// Which of the pipeline's event types a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,29 +46,34 @@ impl EventKind {
         EventKind::Mastery,
     ];
 
-    /// The topic name without prefix, per DESIGN.md.
-    pub fn topic_suffix(self) -> &'static str {
+    /// The topic that carries this kind.
+    pub const fn topic_kind(self) -> Topic {
         match self {
-            EventKind::Attempt => "attempts",
-            EventKind::Concept => "concepts",
-            EventKind::Prerequisite => "prerequisites",
-            EventKind::Mastery => "mastery",
+            EventKind::Attempt => Topic::Attempts,
+            EventKind::Concept => Topic::Concepts,
+            EventKind::Prerequisite => Topic::Prerequisites,
+            EventKind::Mastery => Topic::Mastery,
         }
+    }
+
+    /// The kind a topic carries (`None` for the DLQ).
+    pub fn of(topic: Topic) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.topic_kind() == topic)
+    }
+
+    /// The topic name without prefix, per DESIGN.md.
+    pub const fn topic_suffix(self) -> &'static str {
+        self.topic_kind().suffix()
     }
 
     /// The topic for `prefix` (default `novyra.`).
     pub fn topic(self, prefix: &str) -> String {
-        format!("{prefix}{}", self.topic_suffix())
+        self.topic_kind().name(prefix)
     }
 
     /// The Avro full name of the record.
     pub fn record_name(self) -> &'static str {
-        match self {
-            EventKind::Attempt => "io.novyra.events.ConceptAttempted",
-            EventKind::Concept => "io.novyra.events.ConceptUpserted",
-            EventKind::Prerequisite => "io.novyra.events.PrerequisiteLinked",
-            EventKind::Mastery => "io.novyra.events.MasteryUpdated",
-        }
+        self.topic_kind().spec().record.unwrap_or_default()
     }
 
     /// The `.avsc` text.
@@ -96,8 +104,7 @@ impl EventKind {
 
     /// Parses a kind from a topic suffix or a full topic name with `prefix`.
     pub fn from_topic(prefix: &str, topic: &str) -> Option<Self> {
-        let suffix = topic.strip_prefix(prefix).unwrap_or(topic);
-        Self::ALL.into_iter().find(|k| k.topic_suffix() == suffix)
+        Topic::parse(prefix, topic).and_then(Self::of)
     }
 }
 

@@ -12,6 +12,7 @@ use diesel::sql_types::{BigInt, Double, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_core::MasteryUpdated;
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::message::Message;
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
@@ -213,7 +214,7 @@ pub async fn count(c: &mut AsyncPgConnection, sql: &str) -> i64 {
 /// Total end offset of the attempts topic.
 pub fn attempts_end(cfg: &Config) -> i64 {
     let c: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
-    novyra_kafka::lag::watermarks(&c, &cfg.topic("attempts"), Duration::from_secs(10))
+    novyra_kafka::lag::watermarks(&c, &cfg.topic(Topic::Attempts), Duration::from_secs(10))
         .expect("watermarks")
         .iter()
         .map(|(_, _, high)| high)
@@ -330,7 +331,7 @@ pub async fn mastery_table(cfg: &Config) -> Vec<Mastery> {
 /// The latest value per key on the mastery topic, read from the beginning
 /// up to the current end (a tombstone removes the key).
 pub async fn mastery_topic(cfg: &Config) -> Vec<Mastery> {
-    let topic = cfg.topic("mastery");
+    let topic = cfg.topic(Topic::Mastery);
     let reader: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
     let marks = novyra_kafka::lag::watermarks(&reader, &topic, Duration::from_secs(10))
         .expect("watermarks");

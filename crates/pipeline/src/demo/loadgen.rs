@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use novyra_core::Topic;
 use novyra_core::{
     keys, BktParams, ConceptAttempted, ConceptUpserted, PrerequisiteLinked, RubricCriterion,
     RubricEvaluation,
@@ -309,7 +310,7 @@ pub async fn publish_curriculum(
     publish(
         codec,
         producer,
-        &cfg.topic("concepts"),
+        &cfg.topic(Topic::Concepts),
         EventKind::Concept,
         &concepts,
         0,
@@ -319,7 +320,7 @@ pub async fn publish_curriculum(
     publish(
         codec,
         producer,
-        &cfg.topic("prerequisites"),
+        &cfg.topic(Topic::Prerequisites),
         EventKind::Prerequisite,
         &links,
         0,
@@ -354,7 +355,7 @@ pub async fn generate_and_publish(
     publish(
         &codec,
         &producer,
-        &cfg.topic("attempts"),
+        &cfg.topic(Topic::Attempts),
         EventKind::Attempt,
         &attempts,
         o.rate,

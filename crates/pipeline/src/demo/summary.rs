@@ -11,6 +11,8 @@ use novyra_core::BktParams;
 use novyra_kafka::lag::watermarks;
 use novyra_kafka::rdkafka::consumer::BaseConsumer;
 
+use novyra_core::Topic;
+
 use crate::error::WorkerError;
 use crate::run::all_lag;
 use crate::Config;
@@ -74,10 +76,7 @@ pub async fn gather(
     let graph = cfg.graph()?;
     let mut s = Summary::default();
     let kafka = cfg.kafka();
-    let names: Vec<String> = ["attempts", "concepts", "prerequisites", "mastery", "dlq"]
-        .iter()
-        .map(|t| cfg.topic(t))
-        .collect();
+    let names: Vec<String> = Topic::ALL.into_iter().map(|t| cfg.topic(t)).collect();
     s.topics = tokio::task::spawn_blocking(move || -> Result<Vec<(String, i64)>, WorkerError> {
         let c: BaseConsumer = kafka.reader_config().create()?;
         names

@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::{consume, Change, ChangeSink};
 use crate::error::WorkerError;
 use crate::{Config, Health};
+use novyra_core::Group;
 
 /// Consumer group suffix: the group is `<prefix>-catalog` (`novyra-catalog`).
-pub const GROUP: &str = "catalog";
+pub const GROUP: &str = Group::Catalog.suffix();
 
 struct CatalogSink(Store);
 
@@ -52,6 +53,6 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
     let sink = CatalogSink(Store::new(&cfg.store())?);
-    let topics = [cfg.topic("concepts"), cfg.topic("prerequisites")];
+    let topics = cfg.topics(Group::Catalog);
     consume(cfg, health, stop, GROUP, &topics, &sink).await
 }

@@ -15,6 +15,7 @@ use crate::consumer::{key_str, send_to_dlq, Ctx, Refused, Source};
 use crate::error::WorkerError;
 use crate::health::retry;
 use crate::{Config, Health};
+use novyra_core::Topic;
 
 /// A decoded record of a compacted topic: a value or a tombstone.
 #[derive(Debug, Clone)]
@@ -216,7 +217,7 @@ pub async fn consume<S: ChangeSink + Sync>(
     let group = group.as_str();
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
-    let dlq_topic = cfg.topic("dlq");
+    let dlq_topic = cfg.topic(Topic::Dlq);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut source = Source::start(
         &cfg.kafka().consumer_config(group),

@@ -11,9 +11,10 @@ use crate::changes::{consume, Change, ChangeSink};
 use crate::error::WorkerError;
 use crate::health::retry;
 use crate::{Config, Health};
+use novyra_core::Group;
 
 /// Consumer group suffix: the group is `<prefix>-graph` (`novyra-graph`).
-pub const GROUP: &str = "graph";
+pub const GROUP: &str = Group::Graph.suffix();
 
 struct GraphSink(GraphStore);
 
@@ -60,10 +61,6 @@ pub async fn run(
         graph.ensure_schema()
     })
     .await?;
-    let topics = [
-        cfg.topic("concepts"),
-        cfg.topic("prerequisites"),
-        cfg.topic("mastery"),
-    ];
+    let topics = cfg.topics(Group::Graph);
     consume(cfg, health, stop, GROUP, &topics, &GraphSink(graph)).await
 }

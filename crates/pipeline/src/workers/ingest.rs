@@ -24,9 +24,10 @@ use tracing::Instrument;
 use crate::consumer::{key_str, send_to_dlq, Ctx, PostgresStart, Refused, Source};
 use crate::health::retry;
 use crate::{Config, Health};
+use novyra_core::{Group, Topic};
 
 /// Consumer group suffix: the group is `<prefix>-ingest` (`novyra-ingest`).
-pub const GROUP: &str = "ingest";
+pub const GROUP: &str = Group::Ingest.suffix();
 
 /// Months of partitions kept ready beyond the current one.
 pub const MONTHS_AHEAD: u32 = 3;
@@ -43,8 +44,8 @@ pub async fn run(
     let store = Store::new(&cfg.store())?;
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
-    let topic = cfg.topic("attempts");
-    let dlq_topic = cfg.topic("dlq");
+    let topic = cfg.topic(Topic::Attempts);
+    let dlq_topic = cfg.topic(Topic::Dlq);
     let ctx = Ctx::new(group, health).starting_from(PostgresStart {
         store: store.clone(),
         group: group.to_owned(),

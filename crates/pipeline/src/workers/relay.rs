@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::WorkerError;
 use crate::{Config, Health};
+use novyra_core::Topic;
 
 /// Rows per relay round.
 const RELAY_BATCH: i64 = 5_000;
@@ -33,7 +34,7 @@ pub async fn run(
     let store = Store::new(&cfg.store())?;
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
-    let topic = cfg.topic("mastery");
+    let topic = cfg.topic(Topic::Mastery);
     health.relayed.with_label_values(&[&topic]);
     let mut lease: Option<RelayLease> = None;
     let mut delay = IDLE;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use novyra_core::Topic;
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use novyra_kafka::rdkafka::message::{Headers, Message};
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
@@ -34,7 +35,7 @@ pub async fn run_all(cfg: &Config) {
 /// name.
 pub fn dlq(cfg: &Config, expect: usize) -> Vec<BTreeMap<String, String>> {
     let c: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
-    let topic = cfg.topic("dlq");
+    let topic = cfg.topic(Topic::Dlq);
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
         tpl.add_partition_offset(&topic, p, Offset::Beginning)
