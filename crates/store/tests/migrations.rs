@@ -67,7 +67,7 @@ async fn migrations_go_down_and_up_again_cleanly() {
     .collect();
     for want in [
         "ON ONLY {s}.concept_attempts USING btree (user_id, concept_id)",
-        "UNIQUE INDEX concept_attempts_event_id_occurred_at_key ON ONLY {s}.concept_attempts USING btree (event_id, occurred_at)",
+        "UNIQUE INDEX concept_attempts_pkey ON ONLY {s}.concept_attempts USING btree (event_id, occurred_at)",
         "UNIQUE INDEX mastery_records_pkey ON {s}.mastery_records USING btree (user_id, concept_id)",
         "ON {s}.rubric_evaluations USING gin (detail)",
         "UNIQUE INDEX attempt_event_ids_pkey ON {s}.attempt_event_ids USING btree (event_id)",

@@ -26,8 +26,10 @@
 //! - **Epochs.** Every (re)positioning of a partition (assign, revoke, a
 //!   seek after a fence) bumps its epoch. Records polled under an older
 //!   epoch, still buffered on their way to the worker, are dropped before
-//!   the worker sees them, so within one epoch a partition's records arrive
-//!   in offset order from where it was positioned.
+//!   the worker sees them, and a partition waiting to be (re)positioned
+//!   passes nothing (what is polled before its seek still comes from the
+//!   old position), so within one epoch a partition's records arrive in
+//!   offset order from where it was positioned.
 //! - **Zombies.** A member that lost a partition without noticing yet can
 //!   still try to write it. Ingest's batch transaction checks that the
 //!   stored offset is still the one the batch started from (the fence);
@@ -97,6 +99,22 @@ pub(crate) struct Positions {
 impl Positions {
     pub(crate) fn bump(&mut self, tp: &Tp) {
         *self.epochs.entry(tp.clone()).or_insert(0) += 1;
+    }
+
+    /// Whether records of a partition polled under `epoch` may reach the
+    /// worker: the epoch is current and the partition is not waiting to be
+    /// (re)positioned. Records polled between a reposition request and its
+    /// seek carry the current epoch but come from the old position, so a
+    /// partition on hold passes nothing until the seek bumps its epoch.
+    pub(crate) fn current(&self, topic: &str, partition: i32, epoch: u64) -> bool {
+        if epoch != self.epoch(topic, partition) {
+            return false;
+        }
+        if self.unpositioned.is_empty() && self.reposition.is_empty() {
+            return true;
+        }
+        let tp = (topic.to_owned(), partition);
+        !self.unpositioned.contains(&tp) && !self.reposition.contains(&tp)
     }
 
     pub(crate) fn epoch(&self, topic: &str, partition: i32) -> u64 {
@@ -286,5 +304,35 @@ impl ConsumerContext for Ctx {
                 tracing::warn!(group = %self.group, error = %e, "rebalance error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_on_hold_or_repositioned_passes_nothing_old() {
+        let mut pos = Positions::default();
+        let tp: Tp = ("t".into(), 3);
+        pos.bump(&tp);
+        let polled = pos.epoch("t", 3);
+        assert!(pos.current("t", 3, polled));
+        // A fenced worker asks for a reposition: what was polled at the
+        // current epoch may come from the old position.
+        pos.reposition.insert(tp.clone());
+        assert!(!pos.current("t", 3, polled));
+        pos.reposition.remove(&tp);
+        pos.unpositioned.insert(tp.clone());
+        assert!(!pos.current("t", 3, polled));
+        assert!(
+            pos.current("t", 4, pos.epoch("t", 4)),
+            "other partitions flow"
+        );
+        // The seek: off hold, a new epoch; only records polled after it pass.
+        pos.unpositioned.remove(&tp);
+        pos.bump(&tp);
+        assert!(!pos.current("t", 3, polled));
+        assert!(pos.current("t", 3, pos.epoch("t", 3)));
     }
 }

@@ -127,7 +127,7 @@ impl Source {
         let pos = lock(&self.positions);
         Ok(got
             .into_iter()
-            .filter(|p| p.epoch == pos.epoch(p.msg.topic(), p.msg.partition()))
+            .filter(|p| pos.current(p.msg.topic(), p.msg.partition(), p.epoch))
             .map(|p| p.msg)
             .collect())
     }
