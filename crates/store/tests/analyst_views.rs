@@ -2,18 +2,13 @@
 //! small known data set; the leaderboard is refreshed (concurrently) by the
 //! runtime role and read by the analyst, who can neither write nor refresh.
 
+mod common;
+
+use common::cfg;
+
 use diesel::sql_types::{BigInt, Double, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use novyra_store::{Store, StoreConfig};
-
-fn cfg(url_var: &str, schema: &str) -> StoreConfig {
-    StoreConfig {
-        url: std::env::var(url_var)
-            .unwrap_or_else(|_| panic!("{url_var} not set (run via `make test`)")),
-        schema: Some(schema.to_owned()),
-        max_connections: 2,
-    }
-}
+use novyra_store::Store;
 
 async fn connect(url: &str, schema: &str) -> AsyncPgConnection {
     let mut c = AsyncPgConnection::establish(url).await.expect("connect");

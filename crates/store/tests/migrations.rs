@@ -1,17 +1,12 @@
 //! Migrations against the real PostgreSQL (`make test` starts it): they go
 //! down and up again cleanly, and the runtime role cannot rewrite history.
 
+mod common;
+
+use common::cfg;
+
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use novyra_store::StoreConfig;
-
-fn cfg(url_var: &str, schema: &str) -> StoreConfig {
-    StoreConfig {
-        url: std::env::var(url_var)
-            .unwrap_or_else(|_| panic!("{url_var} not set (run via `make test`)")),
-        schema: Some(schema.to_owned()),
-        max_connections: 2,
-    }
-}
 
 async fn tables(c: &StoreConfig) -> Vec<String> {
     #[derive(diesel::QueryableByName)]

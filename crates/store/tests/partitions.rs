@@ -1,18 +1,13 @@
 //! Month partitions on the real PostgreSQL: created ahead, rows outside
 //! every partition kept (and reported) in DEFAULT, old months detached.
 
+mod common;
+
+use common::cfg;
+
 use chrono::NaiveDate;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use novyra_store::{Store, StoreConfig};
-
-fn cfg(url_var: &str, schema: &str) -> StoreConfig {
-    StoreConfig {
-        url: std::env::var(url_var)
-            .unwrap_or_else(|_| panic!("{url_var} not set (run via `make test`)")),
-        schema: Some(schema.to_owned()),
-        max_connections: 2,
-    }
-}
+use novyra_store::Store;
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("valid date")

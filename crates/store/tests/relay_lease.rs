@@ -3,16 +3,11 @@
 //! other (found when a test's leftover process, in another schema, held the
 //! only lease of the whole database and this test's outbox never drained).
 
-use novyra_store::{Store, StoreConfig};
+mod common;
 
-fn cfg(url_var: &str, schema: &str) -> StoreConfig {
-    StoreConfig {
-        url: std::env::var(url_var)
-            .unwrap_or_else(|_| panic!("{url_var} not set (run via `make test`)")),
-        schema: Some(schema.to_owned()),
-        max_connections: 2,
-    }
-}
+use common::cfg;
+
+use novyra_store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_relay_per_schema_and_schemas_do_not_share_it() {
