@@ -3,7 +3,7 @@
 # scratch schema with the repository's migrations, runs `diesel
 # print-schema` on it, and either writes the result (`generate`) or fails
 # when the committed file differs (`check`, part of `make lint` and `make
-# test`). Month partitions of concept_attempts are left out: they come and
+# test`). Month partitions of the logs are left out: they come and
 # go with time and are never queried by name from Rust.
 #
 #   bash deploy/schema.sh check|generate
@@ -49,7 +49,7 @@ trap 'cleanup; rm -f "$fresh"' EXIT
 # qualifies their names; the runtime picks the schema by search_path
 # instead, so unwrap, unqualify and dedent.
 "$diesel" print-schema --database-url "$scoped" --schema "$schema" \
-    --except-tables '^concept_attempts_' \
+    --except-tables '^(concept_attempts|evaluation_logs)_' \
   | sed -e "/^pub mod ${schema} {\$/d" -e '$ { /^}$/d }' \
         -e "s/${schema}\.//" -e 's/^    //' > "$fresh"
 

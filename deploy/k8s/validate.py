@@ -16,7 +16,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-PARTITIONS = {"novyra.attempts": 12, "novyra.concepts": 3, "novyra.prerequisites": 3, "novyra.mastery": 12}
+PARTITIONS = {"novyra.attempts": 12, "novyra.concepts": 3, "novyra.prerequisites": 3, "novyra.mastery": 12, "novyra.evaluations": 6}
 
 
 def main():

@@ -150,8 +150,10 @@ pub async fn run(cfg: &Config, stop: CancellationToken) -> anyhow::Result<()> {
             Ok(())
         })
         .await?;
-        health.committed.with_label_values(&[&group]).inc();
-        health.observe_end_to_end(&group, std::slice::from_ref(&msg));
+        health.metrics.committed.with_label_values(&[&group]).inc();
+        health
+            .metrics
+            .observe_end_to_end(&group, std::slice::from_ref(&msg));
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     server.abort();

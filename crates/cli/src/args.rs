@@ -43,6 +43,9 @@ pub(crate) enum Cmd {
     /// Run the novyra-catalog group (concepts, prerequisites → Postgres).
     #[command(after_help = "Example:\n  novyra catalog")]
     Catalog,
+    /// Run the novyra-audit group (evaluations → the append-only audit log).
+    #[command(after_help = "Example:\n  novyra audit")]
+    Audit,
     /// Run the novyra-graph group (→ Neo4j), or query the graph.
     #[command(after_help = "Example:\n  novyra graph            # the sink
   novyra graph next --user u-17 --limit 5")]

@@ -10,7 +10,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use args::{Cli, Cmd, DbCmd, GraphCmd};
 use clap::Parser;
-use novyra_core::{keys, ConceptAttempted, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use novyra_core::{
+    keys, ConceptAttempted, ConceptUpserted, EvaluationLogged, MasteryUpdated, PrerequisiteLinked,
+};
 use novyra_pipeline::loadgen;
 use novyra_pipeline::run::{self, Worker};
 use novyra_pipeline::{CancellationToken, Config};
@@ -127,6 +129,7 @@ async fn produce(cfg: &Config, topic: &str, file: Option<PathBuf>) -> Result<()>
             &v.user_id,
             &v.concept_id
         )),
+        EventKind::Evaluation => go!(EvaluationLogged, |v: &EvaluationLogged| v.user_id.clone()),
     };
     outln!("published {n} events to {t}")?;
     Ok(())
@@ -136,7 +139,7 @@ async fn tombstones(cfg: &Config, topic: &str, keys_: &[String]) -> Result<()> {
     let kind = EventKind::from_topic(&cfg.topic_prefix, topic)
         .with_context(|| format!("unknown topic kind {topic:?}"))?;
     let valid = |k: &str| match kind {
-        EventKind::Attempt => false,
+        EventKind::Attempt | EventKind::Evaluation => false,
         EventKind::Concept => !k.is_empty(),
         EventKind::Prerequisite => keys::parse_prerequisite_key(k).is_some(),
         EventKind::Mastery => keys::parse_mastery_key(k).is_some(),
@@ -211,16 +214,11 @@ async fn run_cli() -> Result<ExitCode> {
     let cfg = Config::load(cli.config.as_deref()).context("configuration")?;
     match cli.cmd {
         Cmd::Run { exit_when_idle } => {
-            run::run(
-                &cfg,
-                &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-                exit_when_idle,
-                shutdown_token(),
-            )
-            .await?
+            run::run(&cfg, &Worker::ALL, exit_when_idle, shutdown_token()).await?
         }
         Cmd::Ingest => run::run(&cfg, &[Worker::Ingest], false, shutdown_token()).await?,
         Cmd::Catalog => run::run(&cfg, &[Worker::Catalog], false, shutdown_token()).await?,
+        Cmd::Audit => run::run(&cfg, &[Worker::Audit], false, shutdown_token()).await?,
         Cmd::Graph { query: None } => {
             run::run(&cfg, &[Worker::Graph], false, shutdown_token()).await?
         }
@@ -354,9 +352,10 @@ async fn run_cli() -> Result<ExitCode> {
             let store = novyra_store::Store::new(&cfg.store())?;
             if let Some(n) = ensure_ahead {
                 let today = chrono::Utc::now().date_naive();
-                for m in store.ensure_months_ahead(today, n).await? {
+                for (log, m) in store.ensure_months_ahead(today, n).await? {
                     outln!(
-                        "month {m} stays in the default partition (it already holds rows of it)"
+                        "month {m} of {} stays in the default partition (it already holds rows of it)",
+                        log.table()
                     )?;
                 }
             }
@@ -366,8 +365,10 @@ async fn run_cli() -> Result<ExitCode> {
                     outln!("detached {name}")?;
                 }
             }
-            for (name, rows) in store.attempt_partitions().await? {
-                outln!("{name:<32} {rows:>10}")?;
+            for log in novyra_store::MonthLog::ALL {
+                for (name, rows) in store.month_partitions(log).await? {
+                    outln!("{name:<32} {rows:>10}")?;
+                }
             }
         }
         Cmd::Topics => {
@@ -494,13 +495,7 @@ async fn run_cli() -> Result<ExitCode> {
             )?;
             let started = Instant::now();
             let p = loadgen::generate_and_publish(&cfg, &o, false).await?;
-            run::run(
-                &cfg,
-                &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-                true,
-                shutdown_token(),
-            )
-            .await?;
+            run::run(&cfg, &Worker::ALL, true, shutdown_token()).await?;
             let elapsed = started.elapsed();
             let mut s = novyra_pipeline::summary::gather(&cfg, None, &o.id_prefix).await?;
             let store = novyra_store::Store::new(&cfg.store())?;
@@ -511,6 +506,15 @@ async fn run_cli() -> Result<ExitCode> {
                     "attempts produced = rows in concept_attempts (this run)".into(),
                     stored == p.attempts as i64,
                     format!("{} produced, {stored} stored", p.attempts),
+                ),
+            );
+            let evals = store.evaluations_with_user_prefix(&o.id_prefix).await?;
+            s.checks.insert(
+                1,
+                (
+                    "evaluations produced = rows in evaluation_logs (this run)".into(),
+                    evals == p.evaluations as i64,
+                    format!("{} produced, {evals} stored", p.evaluations),
                 ),
             );
             outln!("{}", s.render(Some(elapsed), p.attempts))?;

@@ -92,5 +92,32 @@ fn every_worker_command_in_the_manifests_exists() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 3, "one command per worker");
+    assert_eq!(
+        seen,
+        novyra_pipeline::run::Worker::ALL.len(),
+        "one command per worker"
+    );
+}
+
+/// validate.py checks each ScaledObject against its topic's partition
+/// count; its copy of the counts must be the topic table's.
+#[test]
+fn the_validators_partition_counts_are_the_topic_tables() {
+    let py = std::fs::read_to_string(k8s().join("validate.py")).expect("validate.py");
+    let line = py
+        .lines()
+        .find(|l| l.starts_with("PARTITIONS = "))
+        .expect("a PARTITIONS line");
+    let mut want: Vec<String> = novyra_core::topics::TOPICS
+        .iter()
+        .filter(|t| !t.consumed_by.is_empty())
+        .map(|t| format!("\"novyra.{}\": {}", t.suffix, t.partitions))
+        .collect();
+    want.sort();
+    let inner = line
+        .trim_start_matches("PARTITIONS = {")
+        .trim_end_matches('}');
+    let mut got: Vec<String> = inner.split(", ").map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, want, "update PARTITIONS in deploy/k8s/validate.py");
 }

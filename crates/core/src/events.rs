@@ -51,6 +51,36 @@ pub struct RubricCriterion {
     pub weight: f64,
 }
 
+/// One model evaluation (prompt, response, rubric scores), kept in an
+/// append-only audit log so a grade can be traced to what the model saw and
+/// said. The three documents travel as JSON text because Avro has no
+/// free-form type; validation checks that they parse, and Postgres stores
+/// them as JSONB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationLogged {
+    /// Producer-assigned unique id; the dedup key for retried publishes.
+    pub event_id: String,
+    /// The student; also the Kafka key.
+    pub user_id: String,
+    /// The concept evaluated, if any.
+    #[serde(default)]
+    pub concept_id: Option<String>,
+    /// The attempt evaluated, if any.
+    #[serde(default)]
+    pub attempt_event_id: Option<String>,
+    /// The model and version that answered.
+    pub model: String,
+    /// JSON: what the model was asked.
+    pub prompt: String,
+    /// JSON: what it answered.
+    pub response: String,
+    /// JSON: the rubric scores drawn from the response.
+    #[serde(default)]
+    pub rubric: Option<String>,
+    /// When the evaluation ran, epoch milliseconds.
+    pub occurred_at: i64,
+}
+
 /// The latest definition of a concept; a tombstone on its key deletes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConceptUpserted {

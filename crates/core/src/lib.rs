@@ -11,8 +11,8 @@ pub mod topics;
 pub mod validate;
 
 pub use events::{
-    ConceptAttempted, ConceptUpserted, MasteryUpdated, PrerequisiteLinked, RubricCriterion,
-    RubricEvaluation,
+    ConceptAttempted, ConceptUpserted, EvaluationLogged, MasteryUpdated, PrerequisiteLinked,
+    RubricCriterion, RubricEvaluation,
 };
 pub use mastery::{BktParams, MasteryState};
 pub use topics::{Group, Topic};

@@ -18,6 +18,8 @@ pub enum Topic {
     Prerequisites,
     /// `MasteryUpdated`, compacted, keyed `user/concept`; written by the relay.
     Mastery,
+    /// `EvaluationLogged`, keyed by user: the audit log of model evaluations.
+    Evaluations,
     /// Dead letters of every group, with the reason in headers.
     Dlq,
 }
@@ -32,6 +34,8 @@ pub enum Group {
     Catalog,
     /// Concepts, prerequisites and mastery into Neo4j.
     Graph,
+    /// Evaluations into the audit log in Postgres.
+    Audit,
 }
 
 /// How Kafka keeps a topic's records.
@@ -68,7 +72,7 @@ pub struct TopicSpec {
 }
 
 /// The table, in data-flow order; `Topic as usize` indexes it.
-pub const TOPICS: [TopicSpec; 5] = [
+pub const TOPICS: [TopicSpec; 6] = [
     TopicSpec {
         topic: Topic::Attempts,
         suffix: "attempts",
@@ -110,6 +114,17 @@ pub const TOPICS: [TopicSpec; 5] = [
         consumed_by: &[Group::Graph],
     },
     TopicSpec {
+        topic: Topic::Evaluations,
+        suffix: "evaluations",
+        partitions: 6,
+        cleanup: Cleanup::Delete,
+        // Postgres is the audit record; Kafka keeps a month to replay from.
+        retention_days: Some(30),
+        key: "user_id",
+        record: Some("io.novyra.events.EvaluationLogged"),
+        consumed_by: &[Group::Audit],
+    },
+    TopicSpec {
         topic: Topic::Dlq,
         suffix: "dlq",
         partitions: 3,
@@ -123,11 +138,12 @@ pub const TOPICS: [TopicSpec; 5] = [
 
 impl Topic {
     /// Every topic, in data-flow order.
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Attempts,
         Topic::Concepts,
         Topic::Prerequisites,
         Topic::Mastery,
+        Topic::Evaluations,
         Topic::Dlq,
     ];
 
@@ -156,7 +172,7 @@ impl Topic {
 
 impl Group {
     /// Every group, in data-flow order.
-    pub const ALL: [Group; 3] = [Group::Catalog, Group::Ingest, Group::Graph];
+    pub const ALL: [Group; 4] = [Group::Catalog, Group::Ingest, Group::Graph, Group::Audit];
 
     /// The group id after the group prefix.
     pub const fn suffix(self) -> &'static str {
@@ -164,6 +180,7 @@ impl Group {
             Group::Ingest => "ingest",
             Group::Catalog => "catalog",
             Group::Graph => "graph",
+            Group::Audit => "audit",
         }
     }
 
@@ -203,6 +220,7 @@ mod tests {
             Group::Graph.topics(),
             [Topic::Concepts, Topic::Prerequisites, Topic::Mastery]
         );
+        assert_eq!(Group::Audit.topics(), [Topic::Evaluations]);
         for g in Group::ALL {
             assert_eq!(Group::parse(g.suffix()), Some(g));
         }

@@ -4,7 +4,9 @@
 
 use thiserror::Error;
 
-use crate::{ConceptAttempted, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use crate::{
+    ConceptAttempted, ConceptUpserted, EvaluationLogged, MasteryUpdated, PrerequisiteLinked,
+};
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z.
 pub const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
@@ -16,8 +18,9 @@ pub const MAX_ID_LEN: usize = 256;
 /// Why an event was refused. The `Display` text is the DLQ reason.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum ValidationError {
-    /// A required id is empty or absurdly long.
-    #[error("field {0} is empty or longer than 256 bytes")]
+    /// A required id is empty, absurdly long, or holds a NUL (which
+    /// Postgres text cannot store).
+    #[error("field {0} is empty, longer than 256 bytes or contains NUL")]
     BadId(&'static str),
     /// A count or duration is negative.
     #[error("field {0} is negative")]
@@ -33,6 +36,15 @@ pub enum ValidationError {
     /// A probability or score is not in 0..=1 (or NaN).
     #[error("field {0} is not a number in 0..=1")]
     NotProbability(&'static str),
+    /// A field that must hold a JSON document does not, or holds one
+    /// Postgres' jsonb cannot store.
+    #[error("field {field} is not a storable JSON document: {reason}")]
+    NotJson {
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The key of the Kafka record does not match the value.
     #[error("record key {key:?} does not match the value (expected {expected:?})")]
     KeyMismatch {
@@ -51,13 +63,14 @@ impl ValidationError {
             ValidationError::Negative(_) => "negative_value",
             ValidationError::TimeOutOfRange { .. } => "time_out_of_range",
             ValidationError::NotProbability(_) => "not_a_probability",
+            ValidationError::NotJson { .. } => "invalid_json",
             ValidationError::KeyMismatch { .. } => "key_mismatch",
         }
     }
 }
 
 fn id(field: &'static str, v: &str) -> Result<(), ValidationError> {
-    if v.trim().is_empty() || v.len() > MAX_ID_LEN {
+    if v.trim().is_empty() || v.len() > MAX_ID_LEN || v.contains('\0') {
         return Err(ValidationError::BadId(field));
     }
     Ok(())
@@ -92,6 +105,10 @@ pub fn attempt(a: &ConceptAttempted, now_ms: i64) -> Result<(), ValidationError>
     if let Some(r) = &a.rubric {
         id("rubric.rubric_id", &r.rubric_id)?;
         prob("rubric.weighted_total", r.weighted_total)?;
+        // The criteria are stored as jsonb, which refuses NUL in strings.
+        if r.criteria.iter().any(|c| c.name.contains('\0')) {
+            return Err(ValidationError::BadId("rubric.criteria.name"));
+        }
     }
     Ok(())
 }
@@ -141,6 +158,55 @@ pub fn mastery(m: &MasteryUpdated) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Largest JSON document accepted in an evaluation (1 MiB, Kafka's default
+/// record size): a bigger one is surely a producer bug.
+pub const MAX_DOCUMENT_LEN: usize = 1 << 20;
+
+fn json(field: &'static str, text: &str) -> Result<(), ValidationError> {
+    let bad = |reason: String| Err(ValidationError::NotJson { field, reason });
+    if text.len() > MAX_DOCUMENT_LEN {
+        return bad(format!("{} bytes, over {MAX_DOCUMENT_LEN}", text.len()));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Err(e) => bad(e.to_string()),
+        // NB: jsonb refuses \u0000 in any string, and a batch that fails
+        // on it would be retried as a whole before the record is found.
+        Ok(v) if holds_nul(&v) => bad("a string holds \\u0000, which jsonb cannot store".into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn holds_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// Checks a model evaluation: its ids, its time, and that its documents
+/// are JSON that Postgres can store.
+pub fn evaluation(e: &EvaluationLogged, now_ms: i64) -> Result<(), ValidationError> {
+    id("event_id", &e.event_id)?;
+    id("user_id", &e.user_id)?;
+    id("model", &e.model)?;
+    if let Some(c) = &e.concept_id {
+        id("concept_id", c)?;
+    }
+    if let Some(a) = &e.attempt_event_id {
+        id("attempt_event_id", a)?;
+    }
+    time("occurred_at", e.occurred_at, now_ms)?;
+    json("prompt", &e.prompt)?;
+    json("response", &e.response)?;
+    if let Some(r) = &e.rubric {
+        json("rubric", r)?;
+    }
+    Ok(())
+}
+
 /// Checks that a record key equals the key the value implies.
 pub fn key_matches(key: Option<&str>, expected: &str) -> Result<(), ValidationError> {
     match key {
@@ -155,6 +221,71 @@ pub fn key_matches(key: Option<&str>, expected: &str) -> Result<(), ValidationEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ok_evaluation() -> EvaluationLogged {
+        EvaluationLogged {
+            event_id: "ev1".into(),
+            user_id: "u1".into(),
+            concept_id: Some("c1".into()),
+            attempt_event_id: None,
+            model: "tutor-2026-10".into(),
+            prompt: r#"{"template":"explain","vars":{"concept":"c1"}}"#.into(),
+            response: r#"{"verdict":"partial","flags":["off_topic"]}"#.into(),
+            rubric: Some(r#"{"clarity":0.5}"#.into()),
+            occurred_at: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn evaluations_need_storable_json_and_ids() {
+        let now = 1_700_000_000_000;
+        assert_eq!(evaluation(&ok_evaluation(), now), Ok(()));
+        let kind = |e: EvaluationLogged| evaluation(&e, now).map_err(|e| (e.kind(), e.to_string()));
+        let (k, msg) = kind(EvaluationLogged {
+            response: "{not json".into(),
+            ..ok_evaluation()
+        })
+        .expect_err("broken JSON");
+        assert_eq!(k, "invalid_json");
+        assert!(msg.contains("response"), "{msg}");
+        let (k, msg) = kind(EvaluationLogged {
+            prompt: r#"{"text":"a\u0000b"}"#.into(),
+            ..ok_evaluation()
+        })
+        .expect_err("NUL inside a JSON string");
+        assert_eq!(k, "invalid_json");
+        assert!(msg.contains("prompt"), "{msg}");
+        let (k, _) = kind(EvaluationLogged {
+            rubric: Some("[1,".into()),
+            ..ok_evaluation()
+        })
+        .expect_err("broken rubric");
+        assert_eq!(k, "invalid_json");
+        let (k, _) = kind(EvaluationLogged {
+            model: "a\0b".into(),
+            ..ok_evaluation()
+        })
+        .expect_err("NUL in a text column");
+        assert_eq!(k, "invalid_id");
+        let (k, _) = kind(EvaluationLogged {
+            occurred_at: 5,
+            ..ok_evaluation()
+        })
+        .expect_err("time");
+        assert_eq!(k, "time_out_of_range");
+        // Any JSON value is a document, not only objects.
+        assert_eq!(
+            evaluation(
+                &EvaluationLogged {
+                    response: "\"plain text answer\"".into(),
+                    rubric: None,
+                    ..ok_evaluation()
+                },
+                now
+            ),
+            Ok(())
+        );
+    }
 
     fn ok_attempt() -> ConceptAttempted {
         ConceptAttempted {

@@ -5,13 +5,14 @@
 //! `workers/*` (ingest, catalog, graph sink, relay, recompute, and the
 //! change-stream loop they share), `reconcile` repairs what they wrote,
 //! `run` orchestrates them (and nothing below depends on it), `demo` holds
-//! the generator and summary. Errors live in `error`, metrics, readiness
-//! and retry in `health`.
+//! the generator and summary. Errors live in `error`, every metric in
+//! `metrics`, readiness, its HTTP endpoints and retry in `health`.
 //!
 //! ```text
 //! attempts ──ingest──▶ Postgres (+ outbox) ──relay──▶ mastery
 //! concepts, prerequisites ──catalog──▶ Postgres
 //! concepts, prerequisites, mastery ──graph──▶ Neo4j
+//! evaluations ──audit──▶ Postgres (append-only log)
 //! ```
 
 pub mod config;
@@ -19,13 +20,15 @@ pub mod consumer;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod reconcile;
 pub mod run;
 pub mod workers;
 
 pub use demo::{loadgen, summary};
-pub use workers::{catalog, changes, graph_sink, ingest, recompute, relay};
+pub use workers::{audit, catalog, changes, graph_sink, ingest, recompute, relay};
 
 pub use config::Config;
 pub use health::Health;
+pub use metrics::Metrics;
 pub use tokio_util::sync::CancellationToken;

@@ -273,7 +273,10 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
                         (m.mastery, m.version, m.updated_at),
                     );
                 }
-                Change::ConceptDeleted(_) | Change::Unlink(..) | Change::MasteryDeleted(..) => {}
+                Change::ConceptDeleted(_)
+                | Change::Unlink(..)
+                | Change::MasteryDeleted(..)
+                | Change::Evaluation(_) => {}
             }
         }
     }

@@ -7,6 +7,7 @@ use novyra_kafka::lag::{describe_group, group_lag, PartitionLag};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::error::WorkerError;
+use crate::workers::audit;
 use crate::{catalog, graph_sink, ingest, recompute, relay, Config, Health};
 use novyra_core::{Group, Topic};
 
@@ -19,6 +20,28 @@ pub enum Worker {
     Catalog,
     /// `novyra-graph`.
     Graph,
+    /// `novyra-audit`.
+    Audit,
+}
+
+impl Worker {
+    /// Every worker: what `novyra run` starts.
+    pub const ALL: [Worker; 4] = [
+        Worker::Catalog,
+        Worker::Ingest,
+        Worker::Graph,
+        Worker::Audit,
+    ];
+
+    /// The consumer group it runs.
+    pub const fn group(self) -> Group {
+        match self {
+            Worker::Ingest => Group::Ingest,
+            Worker::Catalog => Group::Catalog,
+            Worker::Graph => Group::Graph,
+            Worker::Audit => Group::Audit,
+        }
+    }
 }
 
 /// Groups and the topics they consume, from the topic table.
@@ -88,6 +111,9 @@ fn spawn(
         }
         Worker::Graph => {
             set.spawn(async move { graph_sink::run(&cfg, &health, stop).await });
+        }
+        Worker::Audit => {
+            set.spawn(async move { audit::run(&cfg, &health, stop).await });
         }
     }
 }
@@ -160,13 +186,7 @@ pub async fn run(
     // (the graph's, in an ingest-only run) would never catch up.
     let running: Vec<String> = workers
         .iter()
-        .map(|w| {
-            cfg.group(match w {
-                Worker::Ingest => ingest::GROUP,
-                Worker::Catalog => catalog::GROUP,
-                Worker::Graph => graph_sink::GROUP,
-            })
-        })
+        .map(|w| cfg.group(w.group().suffix()))
         .collect();
     let idle_watch = exit_when_idle.then(|| {
         let (cfg, stop) = (cfg.clone(), stop.clone());
@@ -231,10 +251,10 @@ pub async fn run(
         .then(|| {
             let (cfg, stop, health) = (cfg.clone(), stop.clone(), health.clone());
             for (kind, _) in crate::reconcile::Report::default().kinds() {
-                health.reconcile_drift.with_label_values(&[kind]);
+                health.metrics.reconcile_drift.with_label_values(&[kind]);
             }
             for reason in ["incomplete", "delete_brake", "error"] {
-                health.reconcile_aborted.with_label_values(&[reason]);
+                health.metrics.reconcile_aborted.with_label_values(&[reason]);
             }
             tokio::spawn(async move {
                 let every = Duration::from_secs(cfg.pipeline.reconcile_interval_secs);
@@ -246,7 +266,7 @@ pub async fn run(
                     let o = crate::reconcile::ReconcileOptions::default();
                     match crate::reconcile::reconcile(&cfg, &o).await {
                         Ok(report) if report.refused => {
-                            health.reconcile_aborted.with_label_values(&["delete_brake"]).inc();
+                            health.metrics.reconcile_aborted.with_label_values(&["delete_brake"]).inc();
                             tracing::error!(
                                 would_delete = report.would_delete,
                                 graph_size = report.graph_size,
@@ -255,12 +275,12 @@ pub async fn run(
                         }
                         Ok(report) => {
                             for (kind, n) in report.kinds() {
-                                health.reconcile_drift.with_label_values(&[kind]).inc_by(n);
+                                health.metrics.reconcile_drift.with_label_values(&[kind]).inc_by(n);
                             }
                         }
                         Err(e) => {
                             let reason = if matches!(e, WorkerError::Incomplete(_)) { "incomplete" } else { "error" };
-                            health.reconcile_aborted.with_label_values(&[reason]).inc();
+                            health.metrics.reconcile_aborted.with_label_values(&[reason]).inc();
                             tracing::error!(error = %e, "scheduled reconciliation wrote nothing");
                         }
                     }

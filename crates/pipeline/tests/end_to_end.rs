@@ -133,12 +133,7 @@ async fn pipeline_stores_every_distinct_attempt_and_mirrors_mastery_in_the_graph
 
     tokio::time::timeout(
         Duration::from_secs(240),
-        run::run(
-            &cfg,
-            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-            true,
-            CancellationToken::new(),
-        ),
+        run::run(&cfg, &Worker::ALL, true, CancellationToken::new()),
     )
     .await
     .expect("pipeline went idle in time")

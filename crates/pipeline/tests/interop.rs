@@ -48,12 +48,7 @@ async fn attempts_from_confluent_python_client_are_ingested() {
 
     tokio::time::timeout(
         Duration::from_secs(180),
-        run::run(
-            &cfg,
-            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-            true,
-            CancellationToken::new(),
-        ),
+        run::run(&cfg, &Worker::ALL, true, CancellationToken::new()),
     )
     .await
     .expect("idle in time")

@@ -15,10 +15,12 @@ pub enum EventKind {
     Prerequisite,
     /// `MasteryUpdated` on the mastery topic.
     Mastery,
+    /// `EvaluationLogged` on the evaluations topic.
+    Evaluation,
 }
 
 /// Every event kind with its `.avsc` text.
-pub const SCHEMAS: [(EventKind, &str); 4] = [
+pub const SCHEMAS: [(EventKind, &str); EventKind::ALL.len()] = [
     (
         EventKind::Attempt,
         include_str!("../../../schemas/ConceptAttempted.avsc"),
@@ -35,15 +37,20 @@ pub const SCHEMAS: [(EventKind, &str); 4] = [
         EventKind::Mastery,
         include_str!("../../../schemas/MasteryUpdated.avsc"),
     ),
+    (
+        EventKind::Evaluation,
+        include_str!("../../../schemas/EvaluationLogged.avsc"),
+    ),
 ];
 
 impl EventKind {
     /// All kinds, in data-flow order.
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Attempt,
         EventKind::Concept,
         EventKind::Prerequisite,
         EventKind::Mastery,
+        EventKind::Evaluation,
     ];
 
     /// The topic that carries this kind.
@@ -53,6 +60,7 @@ impl EventKind {
             EventKind::Concept => Topic::Concepts,
             EventKind::Prerequisite => Topic::Prerequisites,
             EventKind::Mastery => Topic::Mastery,
+            EventKind::Evaluation => Topic::Evaluations,
         }
     }
 
@@ -89,12 +97,8 @@ impl EventKind {
     /// resolves the writer's schema against.
     #[allow(clippy::expect_used)]
     pub fn parsed(self) -> &'static apache_avro::Schema {
-        static PARSED: [std::sync::OnceLock<apache_avro::Schema>; 4] = [
-            std::sync::OnceLock::new(),
-            std::sync::OnceLock::new(),
-            std::sync::OnceLock::new(),
-            std::sync::OnceLock::new(),
-        ];
+        static PARSED: [std::sync::OnceLock<apache_avro::Schema>; EventKind::ALL.len()] =
+            [const { std::sync::OnceLock::new() }; EventKind::ALL.len()];
         let i = Self::ALL.iter().position(|k| *k == self).unwrap_or(0);
         PARSED[i].get_or_init(|| {
             // The files are compiled in and parsed by a unit test.

@@ -9,6 +9,7 @@ pub mod analytics;
 pub mod attempts;
 pub mod catalog;
 mod db;
+pub mod evaluations;
 pub mod outbox;
 pub mod partitions;
 pub mod recompute;
@@ -18,6 +19,7 @@ pub mod schema;
 pub mod stats;
 
 pub use db::{drop_schema, migrate, revert_all, Store, StoreConfig};
+pub use partitions::MonthLog;
 
 use diesel_async::pooled_connection::deadpool::PoolError;
 
@@ -30,6 +32,9 @@ pub enum StoreError {
     /// A statement failed.
     #[error("postgres: {0}")]
     Query(#[from] diesel::result::Error),
+    /// A value Postgres cannot store, however often it is tried.
+    #[error("invalid value: {0}")]
+    Invalid(String),
     /// Migrations failed.
     #[error("migrations: {0}")]
     Migration(String),

@@ -66,6 +66,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    evaluation_logs (event_id, occurred_at) {
+        event_id -> Text,
+        occurred_at -> Timestamptz,
+        user_id -> Text,
+        concept_id -> Nullable<Text>,
+        attempt_event_id -> Nullable<Text>,
+        model -> Text,
+        prompt -> Jsonb,
+        response -> Jsonb,
+        rubric -> Nullable<Jsonb>,
+        source_partition -> Int4,
+        source_offset -> Int8,
+        schema_id -> Int4,
+        ingested_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     mastery_outbox (id) {
         id -> Int8,
         user_id -> Text,
@@ -124,6 +142,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     concept_prerequisites,
     concepts,
     consumer_offsets,
+    evaluation_logs,
     mastery_outbox,
     mastery_recompute,
     mastery_records,

@@ -5,7 +5,8 @@ use diesel_async::RunQueryDsl;
 
 use crate::attempts::MasteryRow;
 use crate::schema::{
-    concept_attempts, concept_prerequisites, concepts, mastery_records, rubric_evaluations,
+    concept_attempts, concept_prerequisites, concepts, evaluation_logs, mastery_records,
+    rubric_evaluations,
 };
 use crate::{Store, StoreError};
 
@@ -22,6 +23,8 @@ pub struct TableCounts {
     pub rubric_evaluations: i64,
     /// `mastery_records`.
     pub mastery_records: i64,
+    /// `evaluation_logs` (all partitions).
+    pub evaluation_logs: i64,
     /// Distinct (user, concept) pairs in `concept_attempts`.
     pub attempted_pairs: i64,
 }
@@ -64,6 +67,7 @@ impl Store {
             concept_attempts: concept_attempts::table.count().get_result(&mut c).await?,
             rubric_evaluations: rubric_evaluations::table.count().get_result(&mut c).await?,
             mastery_records: mastery_records::table.count().get_result(&mut c).await?,
+            evaluation_logs: evaluation_logs::table.count().get_result(&mut c).await?,
             attempted_pairs: pairs,
         })
     }
@@ -137,31 +141,6 @@ impl Store {
             .load(&mut c)
             .await?)
     }
-
-    /// Row counts per attempt partition (name, rows), DEFAULT included.
-    pub async fn attempt_partitions(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut c = self.conn().await?;
-        // NB: counted through the parent, whose privileges are the only ones
-        // checked; partitions created later are owned by the migrator and the
-        // runtime or analyst role may not read them directly.
-        let rows: Vec<PartRow> = diesel::sql_query(
-            "SELECT c.relname::text AS name, coalesce(n.rows, 0)::bigint AS rows \
-             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             LEFT JOIN (SELECT tableoid, count(*) AS rows FROM concept_attempts GROUP BY tableoid) n ON n.tableoid = c.oid \
-             WHERE i.inhparent = 'concept_attempts'::regclass ORDER BY c.relname",
-        )
-        .load(&mut c)
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.name, r.rows)).collect())
-    }
-}
-
-#[derive(QueryableByName)]
-struct PartRow {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    name: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    rows: i64,
 }
 
 impl Store {
@@ -170,6 +149,18 @@ impl Store {
         let mut c = self.conn().await?;
         Ok(concept_attempts::table
             .filter(concept_attempts::user_id.like(format!("{prefix}%")))
+            .count()
+            .get_result(&mut c)
+            .await?)
+    }
+}
+
+impl Store {
+    /// Evaluation rows of users whose id starts with `prefix` (one demo run).
+    pub async fn evaluations_with_user_prefix(&self, prefix: &str) -> Result<i64, StoreError> {
+        let mut c = self.conn().await?;
+        Ok(evaluation_logs::table
+            .filter(evaluation_logs::user_id.like(format!("{prefix}%")))
             .count()
             .get_result(&mut c)
             .await?)

@@ -7,7 +7,7 @@ use common::cfg;
 
 use chrono::NaiveDate;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use novyra_store::Store;
+use novyra_store::{MonthLog, Store};
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
@@ -24,7 +24,24 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
         app.ensure_months_ahead(date(2031, 11, 20), 3)
             .await
             .expect("ahead"),
-        Vec::<NaiveDate>::new()
+        Vec::<(MonthLog, NaiveDate)>::new()
+    );
+    let evals: Vec<String> = app
+        .month_partitions(MonthLog::Evaluations)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        evals,
+        [
+            "evaluation_logs_2031_11",
+            "evaluation_logs_2031_12",
+            "evaluation_logs_2032_01",
+            "evaluation_logs_2032_02",
+            "evaluation_logs_default"
+        ]
     );
     let names: Vec<String> = app
         .attempt_partitions()
@@ -62,7 +79,7 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
     .await
     .expect("insert");
     assert_eq!(
-        app.ensure_month_partitions(&[date(2030, 5, 1)])
+        app.ensure_month_partitions(MonthLog::Attempts, &[date(2030, 5, 1)])
             .await
             .expect("ensure"),
         vec![date(2030, 5, 1)]
@@ -89,7 +106,12 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
         .expect("detach");
     assert_eq!(
         detached,
-        ["concept_attempts_2031_11", "concept_attempts_2031_12"]
+        [
+            "concept_attempts_2031_11",
+            "concept_attempts_2031_12",
+            "evaluation_logs_2031_11",
+            "evaluation_logs_2031_12"
+        ]
     );
     let left: Vec<String> = app
         .attempt_partitions()
@@ -117,6 +139,37 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
         .expect("ids");
     let ids: Vec<&str> = ids.iter().map(|i| i.event_id.as_str()).collect();
     assert_eq!(ids, ["kept"]);
+
+    // The partition function makes partitions of the logs only, and only
+    // the runtime role may call it (functions are PUBLIC unless revoked).
+    let other =
+        diesel::sql_query("SELECT novyra_ensure_month_partition('mastery_records', '2033-01-01')")
+            .execute(&mut c)
+            .await
+            .expect_err("not a log");
+    assert!(
+        other.to_string().contains("not a month-partitioned log"),
+        "{other}"
+    );
+    let analyst_url = cfg("DATABASE_URL", &schema)
+        .url
+        .replace("novyra_app:novyra_app@", "novyra_analyst:novyra_analyst@");
+    let mut a = AsyncPgConnection::establish(&analyst_url)
+        .await
+        .expect("analyst connects");
+    for f in [
+        "novyra_ensure_month_partition('concept_attempts', '2033-01-01')",
+        "novyra_ensure_attempt_partition('2033-01-01')",
+    ] {
+        let denied = diesel::sql_query(format!("SELECT {schema}.{f}"))
+            .execute(&mut a)
+            .await
+            .expect_err("the analyst may not create partitions");
+        assert!(
+            denied.to_string().contains("permission denied"),
+            "{f}: {denied}"
+        );
+    }
 }
 
 /// Regression (found by `make chaos`): ingest processes starting together
@@ -137,7 +190,7 @@ async fn concurrent_workers_create_the_same_month_without_failing() {
         for r in futures::future::join_all(calls).await {
             assert_eq!(
                 r.expect("task").expect("every caller succeeds"),
-                Vec::<NaiveDate>::new()
+                Vec::<(MonthLog, NaiveDate)>::new()
             );
         }
     }

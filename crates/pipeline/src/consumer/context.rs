@@ -142,7 +142,7 @@ impl Ctx {
     /// A context for `group` that starts partitions at Kafka's committed
     /// offsets.
     pub fn new(group: &str, health: &Health) -> Self {
-        health.init_group(group);
+        health.metrics.init_group(group);
         Self {
             generation: Arc::new(AtomicU64::new(0)),
             positions: Arc::default(),
@@ -214,6 +214,7 @@ impl ClientContext for Ctx {
                     continue;
                 }
                 self.health
+                    .metrics
                     .lag
                     .with_label_values(&[&self.group, topic, &partition.to_string()])
                     .set(p.consumer_lag_stored);
@@ -262,6 +263,7 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.health
+            .metrics
             .rebalances
             .with_label_values(&[&self.group])
             .inc();
@@ -292,7 +294,7 @@ impl ConsumerContext for Ctx {
             Rebalance::Revoke(tpl) => {
                 // A revoked partition's lag is its new owner's to report.
                 for e in tpl.elements() {
-                    let _ = self.health.lag.remove_label_values(&[
+                    let _ = self.health.metrics.lag.remove_label_values(&[
                         &self.group,
                         e.topic(),
                         &e.partition().to_string(),

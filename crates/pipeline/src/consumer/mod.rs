@@ -78,7 +78,11 @@ pub async fn send_to_dlq(
             }
             return Err(e);
         }
-        health.dlq.with_label_values(&[group, r.class]).inc();
+        health
+            .metrics
+            .dlq
+            .with_label_values(&[group, r.class])
+            .inc();
     }
     Ok(())
 }

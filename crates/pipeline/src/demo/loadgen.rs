@@ -8,8 +8,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use novyra_core::Topic;
 use novyra_core::{
-    keys, BktParams, ConceptAttempted, ConceptUpserted, PrerequisiteLinked, RubricCriterion,
-    RubricEvaluation,
+    keys, BktParams, ConceptAttempted, ConceptUpserted, EvaluationLogged, PrerequisiteLinked,
+    RubricCriterion, RubricEvaluation,
 };
 use novyra_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use novyra_kafka::rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -181,6 +181,42 @@ pub fn attempts(o: &LoadgenOptions, c: &Curriculum, now_ms: i64) -> Vec<ConceptA
     out
 }
 
+/// The model evaluation behind each attempt graded by a rubric, as the
+/// grading service would log it: prompt, response and scores as JSON.
+pub fn evaluations(attempts: &[ConceptAttempted]) -> Vec<EvaluationLogged> {
+    attempts
+        .iter()
+        .filter_map(|a| {
+            let r = a.rubric.as_ref()?;
+            let scores: serde_json::Map<String, serde_json::Value> = r
+                .criteria
+                .iter()
+                .map(|c| (c.name.clone(), serde_json::json!(c.score)))
+                .collect();
+            let verdict = if r.weighted_total >= 0.5 { "pass" } else { "revise" };
+            Some(EvaluationLogged {
+                event_id: format!("eval-{}", a.event_id),
+                user_id: a.user_id.clone(),
+                concept_id: Some(a.concept_id.clone()),
+                attempt_event_id: Some(a.event_id.clone()),
+                model: "novyra-grader-demo".into(),
+                prompt: serde_json::json!({
+                    "template": "grade_free_text",
+                    "rubric_id": r.rubric_id,
+                    "concept_id": a.concept_id,
+                })
+                .to_string(),
+                response: serde_json::json!({"verdict": verdict, "scores": scores}).to_string(),
+                rubric: Some(
+                    serde_json::json!({"rubric_id": r.rubric_id, "weighted_total": r.weighted_total})
+                        .to_string(),
+                ),
+                occurred_at: a.occurred_at + 1,
+            })
+        })
+        .collect()
+}
+
 /// Publishes `(key, value)` pairs of one kind, at most `rate` per second
 /// (0: unlimited), with a progress bar unless `quiet`. Returns the count.
 pub async fn publish<T: Serialize>(
@@ -281,6 +317,8 @@ pub struct Published {
     pub attempts: usize,
     /// Distinct (user, concept) pairs attempted.
     pub pairs: usize,
+    /// Model evaluations (one per rubric-graded attempt).
+    pub evaluations: usize,
 }
 
 /// Publishes a curriculum's concepts, then its links (keyed as DESIGN.md
@@ -349,6 +387,10 @@ pub async fn generate_and_publish(
         .map(|x| (x.user_id.as_str(), x.concept_id.as_str()))
         .collect::<std::collections::HashSet<_>>()
         .len();
+    let evals: Vec<(String, EvaluationLogged)> = evaluations(&a)
+        .into_iter()
+        .map(|x| (x.user_id.clone(), x))
+        .collect();
     let attempts: Vec<(String, ConceptAttempted)> =
         a.into_iter().map(|x| (x.user_id.clone(), x)).collect();
     let (concepts, links) = publish_curriculum(cfg, &codec, &producer, &c, quiet).await?;
@@ -362,10 +404,21 @@ pub async fn generate_and_publish(
         quiet,
     )
     .await?;
+    publish(
+        &codec,
+        &producer,
+        &cfg.topic(Topic::Evaluations),
+        EventKind::Evaluation,
+        &evals,
+        0,
+        quiet,
+    )
+    .await?;
     Ok(Published {
         concepts,
         links,
         attempts: attempts.len(),
         pairs,
+        evaluations: evals.len(),
     })
 }

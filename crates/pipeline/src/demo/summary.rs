@@ -193,6 +193,7 @@ impl Summary {
             ("concept_attempts", t.concept_attempts),
             ("rubric_evaluations", t.rubric_evaluations),
             ("mastery_records", t.mastery_records),
+            ("evaluation_logs", t.evaluation_logs),
         ] {
             let _ = writeln!(o, "  {name:<28} {n:>10}");
         }

@@ -18,7 +18,7 @@ impl Health {
         let h1 = self.clone();
         let h2 = self.clone();
         let app = Router::new()
-            .route("/metrics", get(move || async move { h1.render() }))
+            .route("/metrics", get(move || async move { h1.metrics.render() }))
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",

@@ -27,7 +27,7 @@ where
             Err(e) if retryable(&e) && !stop.is_cancelled() => {
                 tracing::warn!(dependency = dep, error = %e, retry_in_ms = delay.as_millis() as u64, "dependency failed, retrying");
                 health.set(dep, Some(e.to_string()));
-                health.retries.with_label_values(&[dep]).inc();
+                health.metrics.retries.with_label_values(&[dep]).inc();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => return Err(e),

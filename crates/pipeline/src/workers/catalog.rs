@@ -29,7 +29,7 @@ impl ChangeSink for CatalogSink {
                 Change::ConceptDeleted(id) => Some(CatalogChange::ConceptDeleted(id)),
                 Change::Link(l) => Some(CatalogChange::Link(l)),
                 Change::Unlink(a, b) => Some(CatalogChange::Unlink(a, b)),
-                Change::Mastery(_) | Change::MasteryDeleted(..) => None,
+                Change::Mastery(_) | Change::MasteryDeleted(..) | Change::Evaluation(_) => None,
             })
             .collect()
     }

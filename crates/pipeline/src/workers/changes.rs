@@ -1,14 +1,20 @@
-//! The compacted topics (concepts, prerequisites, mastery) as a stream of
-//! changes, and the consume loop shared by the sinks that apply them (the
-//! catalog in Postgres, the graph in Neo4j): decode, refuse poison to the
-//! DLQ, write the batch with retry, and only then store the offsets.
+//! The compacted topics (concepts, prerequisites, mastery) and the
+//! evaluations log as a stream of changes, and the consume loop shared by
+//! the sinks that apply them (the catalog and the audit log in Postgres,
+//! the graph in Neo4j): decode, refuse poison to the DLQ, write the batch
+//! with retry, and only then store the offsets. Every write is idempotent
+//! (an upsert, a versioned merge, an insert that skips stored keys), so a
+//! batch redelivered after a crash changes nothing twice.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use novyra_core::{keys, validate, ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use novyra_core::{
+    keys, validate, ConceptUpserted, EvaluationLogged, MasteryUpdated, PrerequisiteLinked,
+};
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
 use novyra_registry::{Codec, EventKind};
+use novyra_store::evaluations::EvaluationRecord;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{key_str, send_to_dlq, Ctx, Refused, Source};
@@ -32,6 +38,8 @@ pub enum Change {
     Mastery(MasteryUpdated),
     /// Mastery tombstone.
     MasteryDeleted(String, String),
+    /// A model evaluation for the audit log.
+    Evaluation(Box<EvaluationRecord>),
 }
 
 /// Why one record of a compacted topic is not a usable change.
@@ -53,8 +61,9 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// Decodes and validates one record of the concepts, prerequisites or
-/// mastery topic, asking the registry once. The sinks retry the retryable
+/// Decodes and validates one record of the concepts, prerequisites,
+/// mastery or evaluations topic, asking the registry once. An evaluation's
+/// source partition and offset are -1: [`decode_change`] sets them. The sinks retry the retryable
 /// rejections; reconciliation treats every rejection as an incomplete view.
 pub async fn decode_record(
     cfg: &Config,
@@ -109,7 +118,7 @@ pub async fn decode_record(
     macro_rules! dec {
         ($t:ty) => {{
             match codec.decode::<$t>(kind, payload).await {
-                Ok(d) => d.value,
+                Ok(d) => d,
                 Err(e) => {
                     return Err(Rejection {
                         stage: "decode",
@@ -123,24 +132,39 @@ pub async fn decode_record(
     }
     let checked = match kind {
         EventKind::Concept => {
-            let v = dec!(ConceptUpserted);
+            let v = dec!(ConceptUpserted).value;
             validate::concept(&v)
                 .and_then(|_| validate::key_matches(key, &v.concept_id))
                 .map(|_| Change::Concept(v))
         }
         EventKind::Prerequisite => {
-            let v = dec!(PrerequisiteLinked);
+            let v = dec!(PrerequisiteLinked).value;
             let k = keys::prerequisite_key(&v.prerequisite_id, &v.concept_id);
             validate::prerequisite(&v)
                 .and_then(|_| validate::key_matches(key, &k))
                 .map(|_| Change::Link(v))
         }
         EventKind::Mastery => {
-            let v = dec!(MasteryUpdated);
+            let v = dec!(MasteryUpdated).value;
             let k = keys::mastery_key(&v.user_id, &v.concept_id);
             validate::mastery(&v)
                 .and_then(|_| validate::key_matches(key, &k))
                 .map(|_| Change::Mastery(v))
+        }
+        EventKind::Evaluation => {
+            let d = dec!(EvaluationLogged);
+            let (schema_id, v) = (i32::try_from(d.schema_id).unwrap_or(i32::MAX), d.value);
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            validate::evaluation(&v, now_ms)
+                .and_then(|_| validate::key_matches(key, &v.user_id))
+                .map(|_| {
+                    Change::Evaluation(Box::new(EvaluationRecord {
+                        partition: -1,
+                        offset: -1,
+                        schema_id,
+                        evaluation: v,
+                    }))
+                })
         }
         EventKind::Attempt => {
             return refuse(
@@ -172,6 +196,11 @@ pub async fn decode_change(
     )
     .await;
     match r {
+        Ok(Change::Evaluation(mut e)) => {
+            e.partition = m.partition();
+            e.offset = m.offset();
+            Ok(Ok(Change::Evaluation(e)))
+        }
         Ok(c) => Ok(Ok(c)),
         Err(e) if e.retryable => Err(WorkerError::Shutdown),
         Err(e) => Ok(Err(Refused {
@@ -235,6 +264,7 @@ pub async fn consume<S: ChangeSink + Sync>(
             continue;
         }
         health
+            .metrics
             .consumed
             .with_label_values(&[group])
             .inc_by(msgs.len() as u64);
@@ -289,15 +319,21 @@ pub async fn consume<S: ChangeSink + Sync>(
             send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
         }
         health
+            .metrics
             .batch_seconds
             .with_label_values(&[group])
             .observe(started.elapsed().as_secs_f64());
         health
+            .metrics
             .batch_size
             .with_label_values(&[group])
             .observe(msgs.len() as f64);
-        health.committed.with_label_values(&[group]).inc_by(applied);
-        health.observe_end_to_end(group, &msgs);
+        health
+            .metrics
+            .committed
+            .with_label_values(&[group])
+            .inc_by(applied);
+        health.metrics.observe_end_to_end(group, &msgs);
         source.store_offsets(&msgs);
     }
     source.close().await;

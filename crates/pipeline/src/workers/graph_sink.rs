@@ -33,6 +33,7 @@ impl ChangeSink for GraphSink {
                 Change::Unlink(a, b) => batch.unlink(a, b),
                 Change::Mastery(x) => batch.mastery(x),
                 Change::MasteryDeleted(u, c) => batch.mastery_deleted(u, c),
+                Change::Evaluation(_) => {}
             }
         }
         batch

@@ -17,7 +17,7 @@ use novyra_core::{validate, ConceptAttempted};
 use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
 use novyra_registry::{Codec, EventKind};
 use novyra_store::attempts::{months_of, AttemptBatch, IngestRecord, OffsetAdvance};
-use novyra_store::{Store, StoreError};
+use novyra_store::{MonthLog, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -71,8 +71,9 @@ pub async fn run(
         // traffic never depends on creating one (or lands in DEFAULT).
         if partitions_checked.is_none_or(|t| t.elapsed() > PARTITION_CHECK_EVERY) {
             let today = chrono::Utc::now().date_naive();
+            let ahead = novyra_store::partitions::months_from(today, MONTHS_AHEAD);
             let stuck = retry(health, "postgres", &stop, StoreError::is_retryable, || {
-                store.ensure_months_ahead(today, MONTHS_AHEAD)
+                store.ensure_month_partitions(MonthLog::Attempts, &ahead)
             })
             .await?;
             for m in &stuck {
@@ -88,6 +89,7 @@ pub async fn run(
             continue;
         }
         health
+            .metrics
             .consumed
             .with_label_values(&[group])
             .inc_by(msgs.len() as u64);
@@ -165,7 +167,7 @@ pub async fn run(
             .collect();
         if !months.is_empty() {
             let to_default = retry(health, "postgres", &stop, StoreError::is_retryable, || {
-                store.ensure_month_partitions(&months)
+                store.ensure_month_partitions(MonthLog::Attempts, &months)
             })
             .await?;
             for m in &to_default {
@@ -204,6 +206,7 @@ pub async fn run(
             match outcome {
                 Ok(o) => {
                     health
+                        .metrics
                         .committed
                         .with_label_values(&[group])
                         .inc_by(o.inserted as u64);
@@ -235,10 +238,12 @@ pub async fn run(
         }
         let elapsed = started.elapsed();
         health
+            .metrics
             .batch_seconds
             .with_label_values(&[group])
             .observe(elapsed.as_secs_f64());
         health
+            .metrics
             .batch_size
             .with_label_values(&[group])
             .observe(accepted.len() as f64);
@@ -246,7 +251,7 @@ pub async fn run(
             .into_iter()
             .filter(|m| committed_partitions.contains(&m.partition()))
             .collect();
-        health.observe_end_to_end(group, &done);
+        health.metrics.observe_end_to_end(group, &done);
         source.store_offsets(&done);
     }
     source.close().await;

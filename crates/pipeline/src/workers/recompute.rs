@@ -26,7 +26,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
     for result in ["changed", "unchanged"] {
-        health.recomputed.with_label_values(&[result]);
+        health.metrics.recomputed.with_label_values(&[result]);
     }
     let fail = |e: StoreError| {
         if e.is_retryable() {
@@ -52,10 +52,12 @@ pub async fn run(
             .map_err(fail)?;
             let Some(o) = step else { break };
             health
+                .metrics
                 .recomputed
                 .with_label_values(&["changed"])
                 .inc_by(o.rows_changed as u64);
             health
+                .metrics
                 .recomputed
                 .with_label_values(&["unchanged"])
                 .inc_by((o.rows_read - o.rows_changed) as u64);

@@ -35,7 +35,7 @@ pub async fn run(
     let codec = Codec::new(&cfg.registry())?;
     let producer = cfg.kafka().producer()?;
     let topic = cfg.topic(Topic::Mastery);
-    health.relayed.with_label_values(&[&topic]);
+    health.metrics.relayed.with_label_values(&[&topic]);
     let mut lease: Option<RelayLease> = None;
     let mut delay = IDLE;
     while !stop.is_cancelled() {
@@ -43,7 +43,11 @@ pub async fn run(
         match round {
             Ok(n) => {
                 health.set("relay", None);
-                health.relayed.with_label_values(&[&topic]).inc_by(n as u64);
+                health
+                    .metrics
+                    .relayed
+                    .with_label_values(&[&topic])
+                    .inc_by(n as u64);
                 delay = IDLE;
                 if n as i64 == RELAY_BATCH {
                     continue;

@@ -19,12 +19,7 @@ pub use novyra_testkit::{config, setup};
 pub async fn run_all(cfg: &Config) {
     tokio::time::timeout(
         Duration::from_secs(240),
-        run::run(
-            cfg,
-            &[Worker::Catalog, Worker::Ingest, Worker::Graph],
-            true,
-            CancellationToken::new(),
-        ),
+        run::run(cfg, &Worker::ALL, true, CancellationToken::new()),
     )
     .await
     .expect("pipeline went idle in time")
