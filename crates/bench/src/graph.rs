@@ -215,22 +215,22 @@ async fn measure_graph(
     let group = cfg.group(Worker::Graph.group_suffix());
     let addr = cfg.pipeline.metrics_addr.clone();
     let drained = measure::drain(&mut child, Worker::Graph, &addr, &group, total).await;
-    let metrics = measure::scrape(&addr).await;
+    let metrics = crate::metrics::scrape(&addr).await;
     f.sink.rss_mib = Some(measure::peak_rss_mib(&child));
     measure::stop(child);
     let (seconds, rate) = drained?;
     f.sink.updates = g.graph_updates;
     f.sink.seconds = seconds;
     f.sink.rate = rate;
-    let hist = measure::histogram_delta(
+    let hist = crate::metrics::histogram_delta(
         &Default::default(),
         &metrics?,
         "novyra_batch_write_seconds",
         &group,
     );
-    f.sink.p50 = measure::quantile(&hist, 0.50);
-    f.sink.p95 = measure::quantile(&hist, 0.95);
-    f.sink.p99 = measure::quantile(&hist, 0.99);
+    f.sink.p50 = crate::metrics::quantile(&hist, 0.50);
+    f.sink.p95 = crate::metrics::quantile(&hist, 0.95);
+    f.sink.p99 = crate::metrics::quantile(&hist, 0.99);
     eprintln!(
         "[bench] graph: {:.0} edges/s over {:.1} s",
         f.sink.rate, f.sink.seconds

@@ -15,6 +15,7 @@
 mod baseline;
 mod graph;
 mod measure;
+mod metrics;
 
 use std::path::PathBuf;
 

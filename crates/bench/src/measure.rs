@@ -1,7 +1,6 @@
 //! The measuring harness: fresh prefixes, preloaded topics, worker
 //! processes, metric scraping, and the report.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +9,8 @@ use anyhow::{bail, Context};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::Config;
 use novyra_registry::Codec;
+
+use crate::metrics::{histogram_delta, quantile, scrape, Metrics};
 
 /// What to run.
 #[derive(clap::Args, Debug, Clone)]
@@ -469,120 +470,6 @@ pub(crate) fn peak_rss_mib(child: &Child) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The `/metrics` text exposition as (series with labels, value).
-pub(crate) async fn scrape(addr: &str) -> anyhow::Result<BTreeMap<String, f64>> {
-    let addr = addr.to_owned();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<String, f64>> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
-        Ok(parse_metrics(&body))
-    })
-    .await?
-}
-
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| l.starts_with("novyra_"))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn committed(m: &BTreeMap<String, f64>, group: &str) -> f64 {
-    m.get(&format!(
-        "novyra_consumer_records_committed_total{{group=\"{group}\"}}"
-    ))
-    .copied()
-    .unwrap_or(0.0)
-}
-
-/// Cumulative latency buckets `(upper bound s, count)` of `after - before`.
-pub(crate) fn histogram_delta(
-    before: &BTreeMap<String, f64>,
-    after: &BTreeMap<String, f64>,
-    metric: &str,
-    group: &str,
-) -> Vec<(f64, f64)> {
-    let prefix = format!("{metric}_bucket{{group=\"{group}\",le=\"");
-    let mut out: Vec<(f64, f64)> = after
-        .iter()
-        .filter_map(|(k, v)| {
-            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, v - before.get(k).copied().unwrap_or(0.0)))
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    out
-}
-
-/// The `q` quantile, interpolated linearly inside its bucket.
-pub(crate) fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    if total <= 0.0 {
-        return f64::NAN;
-    }
-    let target = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(le, cum) in buckets {
-        if cum >= target {
-            if le.is_infinite() {
-                return prev.0;
-            }
-            let span = (cum - prev.1).max(f64::MIN_POSITIVE);
-            return prev.0 + (le - prev.0) * (target - prev.1) / span;
-        }
-        prev = (le, cum);
-    }
-    prev.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_interpolate_within_buckets() {
-        let b = [
-            (0.1, 50.0),
-            (0.2, 90.0),
-            (0.4, 100.0),
-            (f64::INFINITY, 100.0),
-        ];
-        assert!((quantile(&b, 0.5) - 0.1).abs() < 1e-9);
-        assert!((quantile(&b, 0.7) - 0.15).abs() < 1e-9);
-        assert!((quantile(&b, 0.95) - 0.3).abs() < 1e-9);
-        assert!(quantile(&[], 0.5).is_nan());
-    }
-
-    #[test]
-    fn metrics_text_parses_and_deltas_by_group() {
-        let before = parse_metrics(
-            "# HELP x\nnovyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"0.5\"} 10\n\
-             novyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"+Inf\"} 10\n",
-        );
-        let after = parse_metrics(
-            "novyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"0.5\"} 30\n\
-             novyra_end_to_end_latency_seconds_bucket{group=\"g\",le=\"+Inf\"} 40\n\
-             novyra_consumer_records_committed_total{group=\"g\"} 40\n",
-        );
-        assert_eq!(committed(&after, "g"), 40.0);
-        assert_eq!(
-            histogram_delta(&before, &after, E2E, "g"),
-            vec![(0.5, 20.0), (f64::INFINITY, 30.0)]
-        );
-    }
+fn committed(m: &Metrics, group: &str) -> f64 {
+    m.value("novyra_consumer_records_committed_total", group)
 }
