@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Apache Kafka 4.x, single KRaft node (broker + controller) on 127.0.0.1:9092,
-# run from the jars Maven resolves; the log cleaner stays on so compacted
-# topics really compact.
+# Apache Kafka 4.x, single KRaft node (broker + controller), run from the
+# jars Maven resolves; the log cleaner stays on so compacted topics really
+# compact. Two client listeners:
+#   127.0.0.1:9092  PLAINTEXT, the dev default; its anonymous principal is
+#                   a super user, so `make demo` needs no credentials
+#   127.0.0.1:9094  SASL_SSL (SCRAM-SHA-512 or -256), certificate from
+#                   deploy/tls.sh; every principal there is held to the ACLs
+#                   `novyra acls` derives from the topic table
+#                   (deploy/kafka-acls.py applies them)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 K_HOME="$STACK_DIR/kafka"
 K_LIBS="$STACK_DIR/dist/kafka-$KAFKA_VERSION"
@@ -14,15 +20,25 @@ ready() { kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.
 
 configure() {
   mkdir -p "$K_HOME/data" "$STACK_DIR/logs" "$STACK_DIR/run"
+  bash "$DEPLOY_DIR/tls.sh" ensure
+  local tls="$STACK_DIR/tls"
   cat >"$K_HOME/server.properties" <<CONF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SECURE_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SECURE_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$tls/kafka-keystore.pem
 log.dirs=$K_HOME/data
 num.partitions=3
 auto.create.topics.enable=false
@@ -70,7 +86,7 @@ start() {
 
 stop() { stop_pid kafka; }
 
-status() { if is_running kafka; then echo "kafka     up    127.0.0.1:$KAFKA_PORT"; else echo "kafka     down"; fi; }
+status() { if is_running kafka; then echo "kafka     up    127.0.0.1:$KAFKA_PORT (SASL_SSL :$KAFKA_SECURE_PORT)"; else echo "kafka     down"; fi; }
 
 # Kafka's own command-line tools, e.g.
 #   deploy/kafka.sh groups --describe --group novyra-ingest

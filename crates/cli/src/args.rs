@@ -62,6 +62,18 @@ pub(crate) enum Cmd {
     /// Create the pipeline's topics (partitions and cleanup policies per DESIGN.md).
     #[command(after_help = "Example:\n  novyra topics")]
     Topics,
+    /// The Kafka ACLs of every principal, derived from the topic table
+    /// (apply them with deploy/kafka-acls.py).
+    #[command(after_help = "Example:\n  novyra acls
+  novyra acls --json | .stack/venv/bin/python deploy/kafka-acls.py --bootstrap 127.0.0.1:9092")]
+    Acls {
+        /// JSON lines, one ACL each, for deploy/kafka-acls.py.
+        #[arg(long)]
+        json: bool,
+        /// Prefix of the principals' user names.
+        #[arg(long, default_value = "novyra-")]
+        principal_prefix: String,
+    },
     /// Register the Avro schemas (subject `<topic>-value`, BACKWARD).
     #[command(after_help = "Example:\n  novyra schemas")]
     Schemas,

@@ -381,6 +381,31 @@ async fn run_cli() -> Result<ExitCode> {
             .await?;
             outln!("created {created:?}")?;
         }
+        Cmd::Acls {
+            json,
+            principal_prefix,
+        } => {
+            let base = cfg.group_base();
+            let acls = novyra_kafka::acls::pipeline_acls(&novyra_kafka::acls::Naming {
+                topic_prefix: &cfg.topic_prefix,
+                group_prefix: &base,
+                principal_prefix: &principal_prefix,
+            });
+            for a in acls {
+                if json {
+                    outln!("{}", serde_json::to_string(&a)?)?;
+                } else {
+                    outln!(
+                        "{:<24} {:<9} {:?} {} ({:?})",
+                        a.principal,
+                        format!("{:?}", a.operation),
+                        a.resource_type,
+                        a.resource_name,
+                        a.pattern_type
+                    )?;
+                }
+            }
+        }
         Cmd::Schemas => {
             for (subject, id) in Codec::new(&cfg.registry())?
                 .register_all(&cfg.topic_prefix)

@@ -170,6 +170,14 @@ impl Topic {
     }
 }
 
+impl Topic {
+    /// Whether upstream applications publish it (it carries a record and
+    /// no group of the pipeline writes it).
+    pub fn is_source(self) -> bool {
+        self.spec().record.is_some() && !Group::ALL.iter().any(|g| g.writes().contains(&self))
+    }
+}
+
 impl Group {
     /// Every group, in data-flow order.
     pub const ALL: [Group; 4] = [Group::Catalog, Group::Ingest, Group::Graph, Group::Audit];
@@ -181,6 +189,17 @@ impl Group {
             Group::Catalog => "catalog",
             Group::Graph => "graph",
             Group::Audit => "audit",
+        }
+    }
+
+    /// The topics it writes: the DLQ, and the mastery topic for the groups
+    /// that publish mastery (the ingest's outbox relay; the graph's
+    /// scheduled reconcile, which republishes rows the topic lacks). Kafka
+    /// ACLs grant exactly these.
+    pub const fn writes(self) -> &'static [Topic] {
+        match self {
+            Group::Ingest | Group::Graph => &[Topic::Mastery, Topic::Dlq],
+            Group::Catalog | Group::Audit => &[Topic::Dlq],
         }
     }
 
@@ -221,6 +240,16 @@ mod tests {
             [Topic::Concepts, Topic::Prerequisites, Topic::Mastery]
         );
         assert_eq!(Group::Audit.topics(), [Topic::Evaluations]);
+        let sources: Vec<Topic> = Topic::ALL.into_iter().filter(|t| t.is_source()).collect();
+        assert_eq!(
+            sources,
+            [
+                Topic::Attempts,
+                Topic::Concepts,
+                Topic::Prerequisites,
+                Topic::Evaluations
+            ]
+        );
         for g in Group::ALL {
             assert_eq!(Group::parse(g.suffix()), Some(g));
         }

@@ -5,18 +5,61 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::config::ClientConfig;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::producer::FutureProducer;
+use rdkafka::ClientContext;
 
 use crate::KafkaError;
 
 /// Brokers and pass-through properties.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
     /// Extra librdkafka properties; they override the pipeline's defaults.
     pub properties: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`,
+/// `ssl.key.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`...).
+pub fn is_secret(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "ssl.key.pem",
+        "sasl.jaas",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// The properties with every secret value replaced, for logs and `Debug`.
+pub fn redacted(props: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    props
+        .iter()
+        .map(|(k, v)| {
+            let v = if is_secret(k) {
+                "<redacted>"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), v)
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("properties", &redacted(&self.properties))
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -38,6 +81,8 @@ impl KafkaConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
+        // NB: librdkafka logs its configuration only at debug=conf, which
+        // the pipeline never sets; secrets stay out of its logs too.
         c
     }
 
@@ -86,5 +131,48 @@ impl KafkaConfig {
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
         ])
+    }
+}
+
+/// A client context that remembers the last error librdkafka logged about
+/// a broker (a TLS certificate it rejected, a failed SASL handshake), so a
+/// call that fails with a bare "broker transport failure" can say which
+/// broker and why. Logs are forwarded to `tracing` as usual.
+#[derive(Debug, Default)]
+pub struct Diagnosing {
+    last: Mutex<Option<String>>,
+}
+
+impl ClientContext for Diagnosing {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        use RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+                if let Ok(mut l) = self.last.lock() {
+                    *l = Some(message.to_owned());
+                }
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+}
+
+impl ConsumerContext for Diagnosing {}
+
+/// `e`, with the reason librdkafka logged for it if there is one. The
+/// client delivers its logs through its queue, which nothing else serves
+/// in a one-shot read: this serves it briefly first.
+pub fn diagnose(consumer: &BaseConsumer<Diagnosing>, e: rdkafka::error::KafkaError) -> KafkaError {
+    for _ in 0..5 {
+        let _ = consumer.poll(Duration::from_millis(20));
+    }
+    match consumer.context().last.lock().ok().and_then(|l| l.clone()) {
+        Some(reason) => KafkaError::Broker { source: e, reason },
+        None => KafkaError::Client(e),
     }
 }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::config::{diagnose, Diagnosing};
 use crate::{KafkaConfig, KafkaError};
 
 /// Lag of one partition.
@@ -48,8 +49,8 @@ impl PartitionLag {
 }
 
 /// Partition ids and watermarks of `topic`.
-pub fn watermarks(
-    consumer: &BaseConsumer,
+pub fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
@@ -74,11 +75,15 @@ pub fn group_lag(
     let timeout = Duration::from_secs(10);
     let mut c = cfg.reader_config();
     c.set("group.id", group);
-    let consumer: BaseConsumer = c.create()?;
+    let consumer: BaseConsumer<Diagnosing> = c.create_with_context(Diagnosing::default())?;
     let mut rows = Vec::new();
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
-        for (p, low, high) in watermarks(&consumer, topic, timeout)? {
+        let marks = match watermarks(&consumer, topic, timeout) {
+            Err(KafkaError::Client(e)) => return Err(diagnose(&consumer, e)),
+            other => other?,
+        };
+        for (p, low, high) in marks {
             tpl.add_partition(topic, p);
             rows.push(PartitionLag {
                 topic: topic.clone(),
@@ -91,7 +96,9 @@ pub fn group_lag(
             });
         }
     }
-    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| diagnose(&consumer, e))?;
     for row in &mut rows {
         if let Some(e) = committed.find_partition(&row.topic, row.partition) {
             if let Offset::Offset(o) = e.offset() {

@@ -2,6 +2,7 @@
 //! librdkafka pass-through, topic creation per DESIGN.md, the producer, the
 //! DLQ record format, and consumer-group lag.
 
+pub mod acls;
 pub mod config;
 pub mod dlq;
 pub mod lag;
@@ -16,6 +17,15 @@ pub enum KafkaError {
     /// A client call failed.
     #[error("kafka: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    /// A client call failed, and librdkafka said why: which broker, and
+    /// what it refused (TLS, SASL, an unreachable address).
+    #[error("kafka: {source}; the client reported: {reason}")]
+    Broker {
+        /// The call's error.
+        source: rdkafka::error::KafkaError,
+        /// librdkafka's last error about a broker.
+        reason: String,
+    },
     /// A read stopped short of the end offsets it set out to reach.
     #[error("{topic}: incomplete read: {detail}")]
     Incomplete {

@@ -61,7 +61,7 @@ pub struct Config {
 }
 
 /// Kafka settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSection {
     /// Bootstrap servers; env `KAFKA_BROKERS`.
@@ -215,6 +215,35 @@ impl Default for PipelineSection {
     }
 }
 
+impl std::fmt::Debug for KafkaSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSection")
+            .field("brokers", &self.brokers)
+            .field(
+                "properties",
+                &novyra_kafka::config::redacted(&self.properties),
+            )
+            .field("replication_factor", &self.replication_factor)
+            .field("attempts_retention_ms", &self.attempts_retention_ms)
+            .finish()
+    }
+}
+
+/// Environment variables that set librdkafka security properties, so a
+/// deployment points at a managed Kafka with environment changes only.
+/// Secrets may come from a file instead (`KAFKA_SASL_PASSWORD_FILE`).
+pub const KAFKA_SECURITY_ENV: [(&str, &str); 6] = [
+    ("KAFKA_SECURITY_PROTOCOL", "security.protocol"),
+    ("KAFKA_SASL_MECHANISM", "sasl.mechanism"),
+    ("KAFKA_SASL_USERNAME", "sasl.username"),
+    ("KAFKA_SASL_PASSWORD", "sasl.password"),
+    ("KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+    (
+        "KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
+        "ssl.endpoint.identification.algorithm",
+    ),
+];
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
@@ -276,6 +305,20 @@ impl Config {
                 })?
                 .trim_end()
                 .to_owned();
+        }
+        for (var, prop) in KAFKA_SECURITY_ENV {
+            if let Some(v) = env(var) {
+                cfg.kafka.properties.insert(prop.to_owned(), v);
+            }
+        }
+        if let Some(p) = env("KAFKA_SASL_PASSWORD_FILE") {
+            let pw = std::fs::read_to_string(&p).map_err(|e| ConfigError::Invalid {
+                key: "KAFKA_SASL_PASSWORD_FILE",
+                message: e.to_string(),
+            })?;
+            cfg.kafka
+                .properties
+                .insert("sasl.password".to_owned(), pw.trim_end().to_owned());
         }
         if let Some(v) = env("NOVYRA_GROUP_PREFIX") {
             cfg.group_prefix = Some(v).filter(|s| !s.is_empty());
@@ -357,9 +400,14 @@ impl Config {
     /// Consumer group id for a worker: `<prefix without trailing dot>-<name>`,
     /// so `novyra.` gives `novyra-ingest` and a test prefix gets its own groups.
     pub fn group(&self, name: &str) -> String {
+        format!("{}-{name}", self.group_base())
+    }
+
+    /// What group ids start with, before `-<suffix>`.
+    pub fn group_base(&self) -> String {
         match &self.group_prefix {
-            Some(p) => format!("{p}-{name}"),
-            None => format!("{}-{name}", self.topic_prefix.trim_end_matches('.')),
+            Some(p) => p.clone(),
+            None => self.topic_prefix.trim_end_matches('.').to_owned(),
         }
     }
 
