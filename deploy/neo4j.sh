@@ -15,6 +15,13 @@ ready() {
 
 configure() {
   mkdir -p "$N_HOME/conf" "$N_HOME/data" "$N_HOME/logs" "$N_HOME/plugins" "$N_HOME/import" "$N_HOME/run" "$STACK_DIR/logs" "$STACK_DIR/run"
+  # Bolt TLS with the stack's CA (deploy/tls.sh): OPTIONAL, so bolt:// (the
+  # demo) and bolt+s:// (the secure tests) share the port.
+  bash "$DEPLOY_DIR/tls.sh" ensure
+  mkdir -p "$N_HOME/certificates/bolt"
+  cp "$STACK_DIR/tls/server.pk8" "$N_HOME/certificates/bolt/private.key"
+  cp "$STACK_DIR/tls/server.crt" "$N_HOME/certificates/bolt/public.crt"
+  chmod 600 "$N_HOME/certificates/bolt/private.key"
   cat >"$N_HOME/conf/neo4j.conf" <<CONF
 server.default_listen_address=127.0.0.1
 server.default_advertised_address=127.0.0.1
@@ -32,6 +39,12 @@ server.memory.pagecache.size=512m
 dbms.security.auth_enabled=true
 db.tx_log.rotation.retention_policy=2 files
 dbms.usage_report.enabled=false
+server.bolt.tls_level=OPTIONAL
+dbms.ssl.policy.bolt.enabled=true
+dbms.ssl.policy.bolt.base_directory=$N_HOME/certificates/bolt
+dbms.ssl.policy.bolt.private_key=private.key
+dbms.ssl.policy.bolt.public_certificate=public.crt
+dbms.ssl.policy.bolt.client_auth=NONE
 CONF
   if [ ! -f "$N_HOME/data/dbms/auth.ini" ]; then
     log "setting neo4j initial password"

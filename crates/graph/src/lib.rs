@@ -91,8 +91,32 @@ impl GraphStore {
     /// Connects lazily (the pool dials on first use). The password is only
     /// passed to the driver, never logged.
     pub fn new(uri: &str, user: &str, password: &str) -> Result<Self, GraphError> {
+        Self::connect(uri, user, password, None)
+    }
+
+    /// As [`GraphStore::new`], trusting the CA certificate in `ca_file`
+    /// for a TLS URI (`bolt+s://`, `neo4j+s://`) whose server certificate
+    /// no system CA signed. `+ssc` URIs skip verification altogether.
+    pub fn connect(
+        uri: &str,
+        user: &str,
+        password: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, GraphError> {
+        // NB: two rustls crypto providers (ring, aws-lc-rs) are compiled in
+        // through different dependencies, so rustls cannot choose one and a
+        // TLS URI would panic on connect. Pick one for the process; a no-op
+        // when one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = neo4rs::ConfigBuilder::default()
+            .uri(uri)
+            .user(user)
+            .password(password);
+        if let Some(ca) = ca_file {
+            b = b.with_client_certificate(ca);
+        }
         Ok(Self {
-            graph: Graph::new(uri, user, password)?,
+            graph: Graph::connect(b.build()?)?,
         })
     }
 

@@ -110,6 +110,9 @@ pub struct Neo4jSection {
     pub user: String,
     /// Password; env `NEO4J_PASSWORD`, or a file named by `NEO4J_PASSWORD_FILE`.
     pub password: String,
+    /// CA certificate (PEM) to trust for `bolt+s://` / `neo4j+s://`; env
+    /// `NEO4J_CA_FILE`. Unset: the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Worker tuning.
@@ -195,6 +198,7 @@ impl Default for Neo4jSection {
             uri: "127.0.0.1:7687".into(),
             user: "neo4j".into(),
             password: String::new(),
+            ca_file: None,
         }
     }
 }
@@ -295,6 +299,9 @@ impl Config {
         set(&mut cfg.registry.url, "SCHEMA_REGISTRY_URL");
         set(&mut cfg.neo4j.uri, "NEO4J_URI");
         set(&mut cfg.neo4j.user, "NEO4J_USER");
+        if let Some(ca) = env("NEO4J_CA_FILE") {
+            cfg.neo4j.ca_file = Some(ca.into());
+        }
         set(&mut cfg.neo4j.password, "NEO4J_PASSWORD");
         set(&mut cfg.pipeline.metrics_addr, "NOVYRA_METRICS_ADDR");
         if let Some(p) = env("NEO4J_PASSWORD_FILE") {
@@ -451,7 +458,12 @@ impl Config {
 
     /// Connects the graph store (lazily).
     pub fn graph(&self) -> Result<novyra_graph::GraphStore, novyra_graph::GraphError> {
-        novyra_graph::GraphStore::new(&self.neo4j.uri, &self.neo4j.user, &self.neo4j.password)
+        novyra_graph::GraphStore::connect(
+            &self.neo4j.uri,
+            &self.neo4j.user,
+            &self.neo4j.password,
+            self.neo4j.ca_file.as_deref(),
+        )
     }
 }
 
