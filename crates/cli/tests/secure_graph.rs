@@ -9,24 +9,16 @@ use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-use common::{command, Env};
+use common::{command, tls_file, Env};
 use novyra_core::ConceptUpserted;
 use novyra_pipeline::loadgen::publish;
 use novyra_registry::{Codec, EventKind};
-
-fn tls(file: &str) -> std::path::PathBuf {
-    let stack = std::env::var("NOVYRA_STACK_DIR").map_or_else(
-        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
-        std::path::PathBuf::from,
-    );
-    stack.join("tls").join(file)
-}
 
 fn over_tls(env: &Env, scheme: &str, ca: Option<&str>) -> Command {
     let mut c = command(&env.cfg);
     c.env("NEO4J_URI", format!("{scheme}://127.0.0.1:7687"));
     match ca {
-        Some(ca) => c.env("NEO4J_CA_FILE", tls(ca)),
+        Some(ca) => c.env("NEO4J_CA_FILE", tls_file(ca)),
         None => c.env_remove("NEO4J_CA_FILE"),
     };
     c

@@ -15,18 +15,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{attempts_end, command, connect, count, novyra, Env, Worker};
+use common::{attempts_end, command, connect, count, novyra, tls_file, Env, Worker};
 use novyra_core::ConceptAttempted;
 
 const SECURE_BROKER: &str = "127.0.0.1:9094";
-
-fn tls_dir() -> std::path::PathBuf {
-    let stack = std::env::var("NOVYRA_STACK_DIR").map_or_else(
-        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
-        std::path::PathBuf::from,
-    );
-    stack.join("tls")
-}
 
 fn password(user: &str) -> String {
     format!("{user}-dev-password")
@@ -40,7 +32,7 @@ fn as_user(env: &Env, user: &str, ca: &str) -> Command {
         .env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
         .env("KAFKA_SASL_USERNAME", user)
         .env("KAFKA_SASL_PASSWORD", password(user))
-        .env("KAFKA_SSL_CA_LOCATION", tls_dir().join(ca));
+        .env("KAFKA_SSL_CA_LOCATION", tls_file(ca));
     c
 }
 

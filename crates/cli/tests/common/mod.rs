@@ -477,6 +477,16 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// A file the stack's TLS set-up made (`deploy/tls.sh`: `ca.crt`, the
+/// unrelated `other-ca.crt`, ...), under `NOVYRA_STACK_DIR` or `.stack`.
+pub fn tls_file(name: &str) -> std::path::PathBuf {
+    let stack = std::env::var("NOVYRA_STACK_DIR").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
+        std::path::PathBuf::from,
+    );
+    stack.join("tls").join(name)
+}
+
 /// Runs `deploy/<script> <action>` (stop or start one service of the stack).
 pub fn stack(script: &str, action: &str) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/");

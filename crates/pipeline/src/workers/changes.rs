@@ -63,8 +63,9 @@ impl std::fmt::Display for Rejection {
 
 /// Decodes and validates one record of the concepts, prerequisites,
 /// mastery or evaluations topic, asking the registry once. An evaluation's
-/// source partition and offset are -1: [`decode_change`] sets them. The sinks retry the retryable
-/// rejections; reconciliation treats every rejection as an incomplete view.
+/// source partition and offset are -1: [`decode_change`] sets them. The
+/// sinks retry the retryable rejections; reconciliation treats every
+/// rejection as an incomplete view.
 pub async fn decode_record(
     cfg: &Config,
     codec: &Codec,
