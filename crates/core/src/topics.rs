@@ -38,6 +38,11 @@ pub enum Group {
     Audit,
 }
 
+/// The group id suffix of readers that never join a group or commit
+/// (`tail`, `lag`, `dlq`, reconcile): librdkafka still asks for its
+/// coordinator, so Kafka ACLs must let their principals describe it.
+pub const READER_GROUP_SUFFIX: &str = "reader";
+
 /// How Kafka keeps a topic's records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cleanup {

@@ -12,7 +12,7 @@
 //! Creating topics, registering schemas, DLQ replay and `rewind` are
 //! administration, done by an admin principal outside this list.
 
-use novyra_core::topics::{Group, Topic};
+use novyra_core::topics::{Group, Topic, READER_GROUP_SUFFIX};
 use serde::Serialize;
 
 /// What an ACL is on.
@@ -124,6 +124,15 @@ pub fn pipeline_acls(n: &Naming<'_>) -> Vec<Acl> {
             Pattern::Literal,
             Operation::Read,
         );
+        // Reconcile and the DLQ tools read through the never-joined reader
+        // group; librdkafka looks up its coordinator.
+        allow(
+            &who,
+            Resource::Group,
+            format!("{}-{READER_GROUP_SUFFIX}", n.group_prefix),
+            Pattern::Literal,
+            Operation::Describe,
+        );
     }
     let producer = n.principal("producer");
     for t in Topic::ALL.into_iter().filter(|t| t.is_source()) {
@@ -184,7 +193,8 @@ mod tests {
                 "Read Topic novyra.attempts",
                 "Write Topic novyra.mastery",
                 "Write Topic novyra.dlq",
-                "Read Group novyra-ingest"
+                "Read Group novyra-ingest",
+                "Describe Group novyra-reader"
             ]
         );
         assert_eq!(
@@ -192,7 +202,8 @@ mod tests {
             [
                 "Read Topic novyra.evaluations",
                 "Write Topic novyra.dlq",
-                "Read Group novyra-audit"
+                "Read Group novyra-audit",
+                "Describe Group novyra-reader"
             ]
         );
         let producer = grants(&acls, "novyra-producer");

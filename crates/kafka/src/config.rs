@@ -22,6 +22,12 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Extra librdkafka properties; they override the pipeline's defaults.
     pub properties: BTreeMap<String, String>,
+    /// The `group.id` of readers that never join or commit
+    /// ([`KafkaConfig::reader_config`]). librdkafka still looks up its
+    /// coordinator, so under ACLs a principal needs DESCRIBE on it; it
+    /// follows the deployment's group prefix so [`crate::acls`] can grant
+    /// it. Empty: `novyra-reader`.
+    pub reader_group: String,
 }
 
 /// Whether a librdkafka property holds a secret (`sasl.password`,
@@ -58,6 +64,7 @@ impl std::fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("properties", &redacted(&self.properties))
+            .field("reader_group", &self.reader_group)
             .finish()
     }
 }
@@ -68,6 +75,7 @@ impl KafkaConfig {
         Self {
             brokers: brokers.into(),
             properties: BTreeMap::new(),
+            reader_group: String::new(),
         }
     }
 
@@ -122,11 +130,20 @@ impl KafkaConfig {
         ])
     }
 
+    /// The readers' group id.
+    pub fn reader_group(&self) -> &str {
+        if self.reader_group.is_empty() {
+            "novyra-reader"
+        } else {
+            &self.reader_group
+        }
+    }
+
     /// A consumer that never joins a group: for reading compacted topics,
     /// lag and tail without disturbing the pipeline.
     pub fn reader_config(&self) -> ClientConfig {
         self.client(&[
-            ("group.id", "novyra-reader-unused"),
+            ("group.id", self.reader_group()),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),

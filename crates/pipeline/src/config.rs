@@ -423,6 +423,7 @@ impl Config {
         novyra_kafka::KafkaConfig {
             brokers: self.kafka.brokers.clone(),
             properties: self.kafka.properties.clone(),
+            reader_group: self.group(novyra_core::topics::READER_GROUP_SUFFIX),
         }
     }
 
