@@ -44,7 +44,7 @@ interop-venv: $(VENV)/.installed
 # (crates/cli/tests/*_outage.rs) stop and restart Postgres, the registry and
 # Neo4j for a minute each, so do not run `make test` beside a demo you need.
 test: stack-up interop-venv schema-check
-	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace
+	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace --no-fail-fast
 
 # A seeded, randomized fault schedule against the local stack with an
 # independent checker (tests/chaos/chaos.py). CHAOS_SEED=N reproduces a

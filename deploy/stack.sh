@@ -11,6 +11,8 @@ case "$cmd" in
     bash "$DEPLOY_DIR/apicurio.sh" install & a=$!
     wait $k && wait $n && wait $a || die "install failed"
     bash "$DEPLOY_DIR/postgres.sh" start
+    # Kafka and Neo4j share the stack's CA; make it before they start.
+    bash "$DEPLOY_DIR/tls.sh" ensure
     bash "$DEPLOY_DIR/kafka.sh" start & k=$!
     bash "$DEPLOY_DIR/neo4j.sh" start & n=$!
     bash "$DEPLOY_DIR/apicurio.sh" start & a=$!

@@ -16,12 +16,21 @@ ensure() {
   }
   mkdir -p "$TLS_DIR"
   chmod 700 "$TLS_DIR"
+  # kafka.sh and neo4j.sh start in parallel and both call this: without the
+  # lock each could make its own CA, and one server would present a
+  # certificate that ca.crt does not sign.
+  exec 9>"$TLS_DIR/.lock"
+  flock 9
+  # Each step writes under a temporary name and renames last, so a kill
+  # mid-way leaves the step undone rather than half done.
   if [ ! -f "$TLS_DIR/ca.crt" ]; then
     log "creating the local CA"
+    rm -f "$TLS_DIR/server.crt" "$TLS_DIR/kafka-keystore.pem"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=novyra local CA" \
-      -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" 2>/dev/null
+      -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt.tmp" 2>/dev/null
+    mv "$TLS_DIR/ca.crt.tmp" "$TLS_DIR/ca.crt"
   fi
-  if [ ! -f "$TLS_DIR/server.crt" ]; then
+  if [ ! -f "$TLS_DIR/kafka-keystore.pem" ]; then
     log "creating the server certificate (127.0.0.1, localhost)"
     openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
       -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" 2>/dev/null
@@ -30,14 +39,16 @@ ensure() {
       -CAcreateserial -days 3650 -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.crt" 2>/dev/null
     # Kafka reads a PEM keystore: the PKCS#8 key and the chain in one file.
     openssl pkcs8 -topk8 -nocrypt -in "$TLS_DIR/server.key" -out "$TLS_DIR/server.pk8"
-    cat "$TLS_DIR/server.pk8" "$TLS_DIR/server.crt" "$TLS_DIR/ca.crt" >"$TLS_DIR/kafka-keystore.pem"
-    chmod 600 "$TLS_DIR"/*.key "$TLS_DIR"/*.pk8 "$TLS_DIR/kafka-keystore.pem"
+    cat "$TLS_DIR/server.pk8" "$TLS_DIR/server.crt" "$TLS_DIR/ca.crt" >"$TLS_DIR/kafka-keystore.pem.tmp"
+    chmod 600 "$TLS_DIR"/*.key "$TLS_DIR"/*.pk8 "$TLS_DIR/kafka-keystore.pem.tmp"
+    mv "$TLS_DIR/kafka-keystore.pem.tmp" "$TLS_DIR/kafka-keystore.pem"
   fi
   # A second CA nobody signed with: tests show that trusting the wrong CA
   # fails with a clear error.
   if [ ! -f "$TLS_DIR/other-ca.crt" ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=some other CA" \
-      -keyout "$TLS_DIR/other-ca.key" -out "$TLS_DIR/other-ca.crt" 2>/dev/null
+      -keyout "$TLS_DIR/other-ca.key" -out "$TLS_DIR/other-ca.crt.tmp" 2>/dev/null
+    mv "$TLS_DIR/other-ca.crt.tmp" "$TLS_DIR/other-ca.crt"
   fi
 }
 

@@ -72,13 +72,15 @@ async fn the_graph_sink_writes_over_bolt_tls() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         found = plain.concept_ids(&env.name).await.expect("concepts");
     }
-    sink.terminate();
+    // Checked before the SIGTERM so that a sink which could not connect
+    // fails here with its log rather than on its exit status.
     assert_eq!(
         found,
         [id],
         "the sink wrote over bolt+s; log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    sink.terminate();
 
     // A query over bolt+s, CA from the environment.
     let ok = over_tls(&env, "bolt+s", Some("ca.crt"))
