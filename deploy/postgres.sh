@@ -66,6 +66,15 @@ unix_socket_directories = '$PG_SOCK'
 include_if_exists = 'novyra.conf'
 CONF
   fi
+  # TLS with the stack's CA (deploy/tls.sh). Rules stay `host`, so clients
+  # choose: the demo connects without TLS, the secure tests with
+  # sslmode=verify-full. The server reads its key only if postgres owns it.
+  bash "$DEPLOY_DIR/tls.sh" ensure
+  mkdir -p "$STACK_DIR/postgres/tls"
+  cp "$STACK_DIR/tls/server.crt" "$STACK_DIR/postgres/tls/server.crt"
+  cp "$STACK_DIR/tls/server.key" "$STACK_DIR/postgres/tls/server.key"
+  chown -R postgres:postgres "$STACK_DIR/postgres/tls"
+  chmod 600 "$STACK_DIR/postgres/tls/server.key"
   # Tuning lives in its own file, rewritten on every start so existing
   # clusters pick up changes. Write-heavy ingest: fewer, spread checkpoints
   # (each one makes the next writes log full pages) and cheap WAL compression.
@@ -81,11 +90,20 @@ checkpoint_timeout = 15min
 checkpoint_completion_target = 0.9
 shared_preload_libraries = 'pg_stat_statements'
 compute_query_id = on
+ssl = on
+ssl_cert_file = '$STACK_DIR/postgres/tls/server.crt'
+ssl_key_file = '$STACK_DIR/postgres/tls/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
 CONF
   chown postgres:postgres "$PG_DATA/novyra.conf"
   grep -q "include_if_exists = 'novyra.conf'" "$PG_DATA/postgresql.conf" ||
     echo "include_if_exists = 'novyra.conf'" >>"$PG_DATA/postgresql.conf"
-  if is_running postgres && ready; then log "postgres already running"; bootstrap; return 0; fi
+  if is_running postgres && ready; then
+    log "postgres already running"
+    psql_super -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
+    bootstrap
+    return 0
+  fi
   port_busy "$PG_PORT" && die "port $PG_PORT is in use by a process this stack did not start"
   touch "$STACK_DIR/logs/postgres.log"; chown postgres:postgres "$STACK_DIR/logs/postgres.log"
   as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$STACK_DIR/logs/postgres.log" -w -t 60 start >&2

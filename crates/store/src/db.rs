@@ -1,8 +1,11 @@
 //! Connections and migrations.
 
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use futures::FutureExt;
+
+use crate::connect::establish;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::StoreError;
@@ -62,7 +65,10 @@ impl Store {
     /// up on first use (and in readiness), not here.
     pub fn new(cfg: &StoreConfig) -> Result<Self, StoreError> {
         let url = cfg.effective_url();
-        let mgr = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.clone());
+        let mut setup = ManagerConfig::<AsyncPgConnection>::default();
+        setup.custom_setup = Box::new(|url| establish(url).boxed());
+        let mgr =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url.clone(), setup);
         let pool = Pool::builder(mgr)
             .max_size(cfg.max_connections.max(1))
             .build()
@@ -90,7 +96,7 @@ impl Store {
 /// Returns the versions applied.
 pub async fn migrate(cfg: &StoreConfig) -> Result<Vec<String>, StoreError> {
     if let Some(schema) = &cfg.schema {
-        let mut c = AsyncPgConnection::establish(&cfg.url)
+        let mut c = establish(&cfg.url)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         diesel::sql_query(format!(
@@ -116,7 +122,7 @@ pub async fn drop_schema(cfg: &StoreConfig) -> Result<(), StoreError> {
     let Some(schema) = &cfg.schema else {
         return Err(StoreError::Migration("no schema named to drop".into()));
     };
-    let mut c = AsyncPgConnection::establish(&cfg.url)
+    let mut c = establish(&cfg.url)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     diesel::sql_query(format!(
@@ -147,7 +153,7 @@ async fn with_harness<T: Send + 'static>(
         + Send
         + 'static,
 ) -> Result<T, StoreError> {
-    let conn = AsyncPgConnection::establish(&cfg.effective_url())
+    let conn = establish(&cfg.effective_url())
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     tokio::task::spawn_blocking(move || f(&mut AsyncMigrationHarness::new(conn)))

@@ -8,6 +8,7 @@
 pub mod analytics;
 pub mod attempts;
 pub mod catalog;
+pub mod connect;
 mod db;
 pub mod evaluations;
 pub mod outbox;

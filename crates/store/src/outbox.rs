@@ -12,7 +12,7 @@
 //! another relay may take over.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use novyra_core::MasteryUpdated;
 
 use crate::schema::mastery_outbox;
@@ -68,7 +68,7 @@ impl RelayLease {
 impl Store {
     /// Tries to become the relay; `None` while another process is.
     pub async fn relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
-        let mut conn = AsyncPgConnection::establish(&self.url)
+        let mut conn = crate::connect::establish(&self.url)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let got: Vec<Locked> = diesel::sql_query(format!(

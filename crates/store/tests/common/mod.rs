@@ -15,3 +15,13 @@ pub fn cfg(url_var: &str, schema: &str) -> StoreConfig {
         max_connections: 2,
     }
 }
+
+/// A file of the stack's throwaway CA (deploy/tls.sh), under
+/// `NOVYRA_STACK_DIR` when set.
+pub fn tls_file(name: &str) -> std::path::PathBuf {
+    let stack = std::env::var("NOVYRA_STACK_DIR").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
+        std::path::PathBuf::from,
+    );
+    stack.join("tls").join(name)
+}
