@@ -18,10 +18,13 @@ KAFKA_SECURE_PORT=9094
 NEO4J_BOLT_PORT=7687
 NEO4J_HTTP_PORT=7474
 REGISTRY_PORT=8081
+REGISTRY_TLS_PORT=8444
 
 # Dev-only credentials of the local stack (documented in README.md).
 PG_SUPERUSER_PASSWORD="${PG_SUPERUSER_PASSWORD:-postgres}"
 NEO4J_PASSWORD="${NEO4J_PASSWORD:-novyra-dev-password}"
+REGISTRY_USER="${REGISTRY_USER:-novyra}"
+REGISTRY_PASSWORD="${REGISTRY_PASSWORD:-novyra-registry-dev-password}"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }

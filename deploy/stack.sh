@@ -9,19 +9,21 @@ case "$cmd" in
     bash "$DEPLOY_DIR/kafka.sh" install & k=$!
     bash "$DEPLOY_DIR/neo4j.sh" install & n=$!
     bash "$DEPLOY_DIR/apicurio.sh" install & a=$!
-    wait $k && wait $n && wait $a || die "install failed"
-    bash "$DEPLOY_DIR/postgres.sh" start
-    # Kafka and Neo4j share the stack's CA; make it before they start.
+    bash "$DEPLOY_DIR/registry-proxy.sh" install & r=$!
+    wait $k && wait $n && wait $a && wait $r || die "install failed"
+    # Postgres, Kafka and Neo4j share the stack's CA; make it first.
     bash "$DEPLOY_DIR/tls.sh" ensure
+    bash "$DEPLOY_DIR/postgres.sh" start
     bash "$DEPLOY_DIR/kafka.sh" start & k=$!
     bash "$DEPLOY_DIR/neo4j.sh" start & n=$!
     bash "$DEPLOY_DIR/apicurio.sh" start & a=$!
     wait $k && wait $n && wait $a || die "start failed"
+    bash "$DEPLOY_DIR/registry-proxy.sh" start
     log "stack is up"
     ;;
   down)
-    for s in apicurio neo4j kafka postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
+    for s in registry-proxy apicurio neo4j kafka postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
   status)
-    for s in postgres kafka neo4j apicurio; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
+    for s in postgres kafka neo4j apicurio registry-proxy; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
   *) die "usage: stack.sh up|down|status" ;;
 esac

@@ -212,22 +212,36 @@ async fn run_cli() -> Result<ExitCode> {
     let cli = Cli::parse();
     init_logs(cli.log_json);
     let cfg = Config::load(cli.config.as_deref()).context("configuration")?;
-    match cli.cmd {
-        Cmd::Run { exit_when_idle } => {
-            run::run(&cfg, &Worker::ALL, exit_when_idle, shutdown_token()).await?
+    dispatch(cli.cmd, &cfg).await.map_err(|e| {
+        // neo4rs errors do not say which server they came from; with a
+        // wrong CA or a dead host that is the first thing to know.
+        if e.chain()
+            .any(|c| c.downcast_ref::<novyra_graph::GraphError>().is_some())
+        {
+            e.context(format!("neo4j at {}", cfg.neo4j.uri))
+        } else {
+            e
         }
-        Cmd::Ingest => run::run(&cfg, &[Worker::Ingest], false, shutdown_token()).await?,
-        Cmd::Catalog => run::run(&cfg, &[Worker::Catalog], false, shutdown_token()).await?,
-        Cmd::Audit => run::run(&cfg, &[Worker::Audit], false, shutdown_token()).await?,
+    })
+}
+
+async fn dispatch(cmd: Cmd, cfg: &Config) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Run { exit_when_idle } => {
+            run::run(cfg, &Worker::ALL, exit_when_idle, shutdown_token()).await?
+        }
+        Cmd::Ingest => run::run(cfg, &[Worker::Ingest], false, shutdown_token()).await?,
+        Cmd::Catalog => run::run(cfg, &[Worker::Catalog], false, shutdown_token()).await?,
+        Cmd::Audit => run::run(cfg, &[Worker::Audit], false, shutdown_token()).await?,
         Cmd::Graph { query: None } => {
-            run::run(&cfg, &[Worker::Graph], false, shutdown_token()).await?
+            run::run(cfg, &[Worker::Graph], false, shutdown_token()).await?
         }
         Cmd::Graph {
             query: Some(GraphCmd::Export { out, id_prefix }),
-        } => backup::export(&cfg, &out, &id_prefix).await?,
+        } => backup::export(cfg, &out, &id_prefix).await?,
         Cmd::Graph {
             query: Some(GraphCmd::Import { file }),
-        } => backup::import(&cfg, &file).await?,
+        } => backup::import(cfg, &file).await?,
         Cmd::Graph {
             query: Some(GraphCmd::Next { user, limit, json }),
         } => {
@@ -415,12 +429,12 @@ async fn run_cli() -> Result<ExitCode> {
             }
         }
         Cmd::Produce { topic, delete, .. } if !delete.is_empty() => {
-            tombstones(&cfg, &topic, &delete).await?
+            tombstones(cfg, &topic, &delete).await?
         }
-        Cmd::Produce { topic, file, .. } => produce(&cfg, &topic, file).await?,
+        Cmd::Produce { topic, file, .. } => produce(cfg, &topic, file).await?,
         Cmd::Loadgen(a) => {
-            setup(&cfg).await?;
-            let p = loadgen::generate_and_publish(&cfg, &a.options(), false).await?;
+            setup(cfg).await?;
+            let p = loadgen::generate_and_publish(cfg, &a.options(), false).await?;
             outln!(
                 "published {} concepts, {} prerequisites, {} attempts",
                 p.concepts,
@@ -435,7 +449,7 @@ async fn run_cli() -> Result<ExitCode> {
             force,
         } => {
             let report = novyra_pipeline::reconcile::reconcile(
-                &cfg,
+                cfg,
                 &novyra_pipeline::reconcile::ReconcileOptions {
                     dry_run,
                     id_prefix,
@@ -470,10 +484,10 @@ async fn run_cli() -> Result<ExitCode> {
                 return Ok(ExitCode::from(RECONCILE_REFUSED));
             }
         }
-        Cmd::Tail(a) => tail::tail(&cfg, &a).await?,
+        Cmd::Tail(a) => tail::tail(cfg, &a).await?,
         Cmd::Rewind { group } => {
             let name = cfg.group(&group);
-            let Some((_, topics)) = run::groups(&cfg).into_iter().find(|(g, _)| *g == name) else {
+            let Some((_, topics)) = run::groups(cfg).into_iter().find(|(g, _)| *g == name) else {
                 bail!("--group {group}: not one of the pipeline's groups");
             };
             if group == novyra_pipeline::ingest::GROUP {
@@ -488,18 +502,18 @@ async fn run_cli() -> Result<ExitCode> {
             outln!("rewound {name} to the beginning of {n} partition(s)")?;
         }
         Cmd::Replay(a) => {
-            if !replay::replay(&cfg, &a).await? {
+            if !replay::replay(cfg, &a).await? {
                 return Ok(ExitCode::from(replay::DIFFERENT));
             }
         }
-        Cmd::Dlq { cmd } => dlq::run(&cfg, &cmd).await?,
+        Cmd::Dlq { cmd } => dlq::run(cfg, &cmd).await?,
         Cmd::Lag(a) => {
-            if !lag::lag(&cfg, &a).await? {
+            if !lag::lag(cfg, &a).await? {
                 return Ok(ExitCode::from(lag::EXCEEDED));
             }
         }
         Cmd::Summary { expect_attempts } => {
-            let s = novyra_pipeline::summary::gather(&cfg, expect_attempts, "").await?;
+            let s = novyra_pipeline::summary::gather(cfg, expect_attempts, "").await?;
             outln!("{}", s.render(None, 0))?;
             if !s.ok() {
                 bail!("some checks failed");
@@ -510,7 +524,7 @@ async fn run_cli() -> Result<ExitCode> {
             novyra_store::migrate(&cfg.migrate_store())
                 .await
                 .context("migrating")?;
-            setup(&cfg).await?;
+            setup(cfg).await?;
             outln!(
                 "generating {} concepts, {} students, {} attempts (ids prefixed {:?})",
                 o.concepts,
@@ -519,10 +533,10 @@ async fn run_cli() -> Result<ExitCode> {
                 o.id_prefix
             )?;
             let started = Instant::now();
-            let p = loadgen::generate_and_publish(&cfg, &o, false).await?;
-            run::run(&cfg, &Worker::ALL, true, shutdown_token()).await?;
+            let p = loadgen::generate_and_publish(cfg, &o, false).await?;
+            run::run(cfg, &Worker::ALL, true, shutdown_token()).await?;
             let elapsed = started.elapsed();
-            let mut s = novyra_pipeline::summary::gather(&cfg, None, &o.id_prefix).await?;
+            let mut s = novyra_pipeline::summary::gather(cfg, None, &o.id_prefix).await?;
             let store = novyra_store::Store::new(&cfg.store())?;
             let stored = store.attempts_with_user_prefix(&o.id_prefix).await?;
             s.checks.insert(

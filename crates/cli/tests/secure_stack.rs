@@ -1,13 +1,19 @@
-//! The pipeline against Kafka's SASL_SSL listener (127.0.0.1:9094: TLS
-//! with the local CA, SCRAM-SHA-512, ACLs from `novyra acls` applied by
-//! deploy/kafka-acls.py), changing only the environment:
+//! The whole pipeline against the stack's secure endpoints, changing only
+//! the environment:
 //!
-//! - the upstream producer principal publishes attempts, the ingest
-//!   principal stores them and its relay publishes mastery;
-//! - the analyst principal may read (`tail`) but not write: its produce
-//!   fails with an authorization error and the topic does not grow;
-//! - a client that trusts another CA fails naming the server;
-//! - the SASL password shows up in no log and no `--help`.
+//! - Kafka's SASL_SSL listener (127.0.0.1:9094: TLS with the local CA,
+//!   SCRAM-SHA-512, ACLs from `novyra acls` applied by deploy/kafka-acls.py);
+//! - Postgres with `sslmode=verify-full` and the CA file;
+//! - the registry over HTTPS with basic auth (deploy/registry-proxy.sh);
+//! - Neo4j over `bolt+s://` with the CA file.
+//!
+//! The upstream producer principal publishes attempts, the ingest principal
+//! stores them (every one of its Postgres sessions encrypted) and its relay
+//! publishes mastery, the graph principal writes the edges. The analyst
+//! principal may read (`tail`) but not write: its produce fails with an
+//! authorization error and the topic does not grow. A wrong registry
+//! password and a client that trusts another CA fail saying why, naming the
+//! server. No password shows up in a log or a `--help`.
 
 mod common;
 
@@ -19,20 +25,43 @@ use common::{attempts_end, command, connect, count, novyra, tls_file, Env, Worke
 use novyra_core::ConceptAttempted;
 
 const SECURE_BROKER: &str = "127.0.0.1:9094";
+const SECURE_REGISTRY: &str = "https://127.0.0.1:8444/apis/ccompat/v7";
+/// deploy/lib.sh's dev credentials for the registry proxy.
+const REGISTRY_USER: &str = "novyra";
+const REGISTRY_PASSWORD: &str = "novyra-registry-dev-password";
 
 fn password(user: &str) -> String {
     format!("{user}-dev-password")
 }
 
-/// `novyra` as `user` over SASL_SSL, trusting `ca`.
-fn as_user(env: &Env, user: &str, ca: &str) -> Command {
+/// `novyra` as Kafka principal `user` over SASL_SSL trusting `kafka_ca`,
+/// and over TLS with the stack's CA to Postgres (its sessions named
+/// `<test>-<user>`), the registry and Neo4j.
+fn as_user(env: &Env, user: &str, kafka_ca: &str) -> Command {
+    let ca = tls_file("ca.crt");
+    let db = &env.cfg.database.url;
+    let sep = if db.contains('?') { '&' } else { '?' };
+    let database_url = format!(
+        "{db}{sep}sslmode=verify-full&sslrootcert={}&application_name={}-{user}",
+        ca.display(),
+        env.name
+    );
+    let registry_password = std::env::temp_dir().join(format!("{}-registry-pw", env.name));
+    std::fs::write(&registry_password, format!("{REGISTRY_PASSWORD}\n")).expect("password file");
     let mut c = command(&env.cfg);
-    c.env("KAFKA_BROKERS", SECURE_BROKER)
+    c.env("DATABASE_URL", database_url)
+        .env("SCHEMA_REGISTRY_URL", SECURE_REGISTRY)
+        .env("SCHEMA_REGISTRY_USER", REGISTRY_USER)
+        .env("SCHEMA_REGISTRY_PASSWORD_FILE", registry_password)
+        .env("SCHEMA_REGISTRY_CA_FILE", &ca)
+        .env("NEO4J_URI", "bolt+s://127.0.0.1:7687")
+        .env("NEO4J_CA_FILE", &ca)
+        .env("KAFKA_BROKERS", SECURE_BROKER)
         .env("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
         .env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
         .env("KAFKA_SASL_USERNAME", user)
         .env("KAFKA_SASL_PASSWORD", password(user))
-        .env("KAFKA_SSL_CA_LOCATION", tls_file(ca));
+        .env("KAFKA_SSL_CA_LOCATION", tls_file(kafka_ca));
     c
 }
 
@@ -80,7 +109,7 @@ fn attempts_file(env: &Env, n: usize) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pipeline_runs_over_sasl_ssl_with_least_privilege() {
+async fn the_pipeline_runs_on_the_secure_stack_with_least_privilege() {
     let env = Env::new("secure").await;
     apply_acls(&env);
     let n = 60;
@@ -98,6 +127,32 @@ async fn the_pipeline_runs_over_sasl_ssl_with_least_privilege() {
         "producer over SASL_SSL: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(attempts_end(&env.cfg), n as i64);
+
+    // Confluent's Python client, as the same principal over the same
+    // endpoints (tests/interop/produce_confluent.py reads the same variables).
+    let py = 30;
+    let python = std::env::var("NOVYRA_PYTHON").expect("NOVYRA_PYTHON (make test sets it)");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop/produce_confluent.py");
+    let cmd = as_user(&env, "novyra-producer", "ca.crt");
+    let out = Command::new(python)
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("SCHEMA_REGISTRY_PASSWORD", REGISTRY_PASSWORD)
+        .arg(script)
+        .args([
+            &env.cfg.topic_prefix,
+            &format!("{}-py-", env.name),
+            &py.to_string(),
+        ])
+        .output()
+        .expect("python producer");
+    assert!(
+        out.status.success(),
+        "confluent-kafka over SASL_SSL and HTTPS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = n + py;
     assert_eq!(attempts_end(&env.cfg), n as i64);
 
     // The ingest principal stores them; its relay publishes mastery.
@@ -129,12 +184,82 @@ async fn the_pipeline_runs_over_sasl_ssl_with_least_privilege() {
         rows = count(&mut c, "SELECT count(*)::bigint AS n FROM concept_attempts").await;
         outbox = count(&mut c, "SELECT count(*)::bigint AS n FROM mastery_outbox").await;
     }
+    // What the server saw of the ingest worker's sessions: all encrypted.
+    let sessions = |ssl: bool| {
+        format!(
+            "SELECT count(*)::bigint AS n FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = '{}-novyra-ingest' AND s.ssl = {ssl}",
+            env.name
+        )
+    };
+    let encrypted = count(&mut c, &sessions(true)).await;
+    let clear = count(&mut c, &sessions(false)).await;
     ingest.terminate();
     let logged = std::fs::read_to_string(&log).expect("ingest log");
     assert_eq!(rows, n as i64, "stored over SASL_SSL; log:\n{logged}");
     assert_eq!(outbox, 0, "the relay published mastery as novyra-ingest");
+    assert!(
+        encrypted >= 1 && clear == 0,
+        "ingest's Postgres sessions: {encrypted} over TLS, {clear} in the clear"
+    );
     let mastery = common::mastery_topic(&env.cfg).await;
-    assert_eq!(mastery.len(), 7, "one mastery record per user");
+    assert_eq!(
+        mastery.len(),
+        7 + 15,
+        "ours: 7 users on one concept; Python's: 5 users x 3 concepts"
+    );
+
+    // The graph principal writes the edges over bolt+s.
+    let graph = Worker::new(
+        as_user(&env, "novyra-graph", "ca.crt")
+            .arg("graph")
+            .env("NOVYRA_METRICS_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("graph sink"),
+    );
+    let neo4j = env.cfg.graph().expect("graph");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut edges = Vec::new();
+    while Instant::now() < deadline && edges.len() < mastery.len() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        edges = neo4j.mastery_edges(&env.name).await.expect("edges");
+    }
+    assert_eq!(edges.len(), mastery.len(), "an edge per mastery record");
+    graph.terminate();
+
+    // A wrong registry password: refused with the registry's reason, and
+    // nothing is published.
+    let out = as_user(&env, "novyra-producer", "ca.crt")
+        .args(["produce", "--topic", "attempts"])
+        .arg(&file)
+        .env_remove("SCHEMA_REGISTRY_PASSWORD_FILE")
+        .env("SCHEMA_REGISTRY_PASSWORD", "not-the-password")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("produce, wrong registry password");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("401"), "the registry's refusal: {err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert_eq!(attempts_end(&env.cfg), n as i64, "nothing published");
+
+    // A registry certificate from another CA: refused, naming the server
+    // and the cause.
+    let out = as_user(&env, "novyra-producer", "ca.crt")
+        .args(["produce", "--topic", "attempts"])
+        .arg(&file)
+        .env("SCHEMA_REGISTRY_CA_FILE", tls_file("other-ca.crt"))
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("produce, wrong registry CA");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("127.0.0.1:8444") && err.contains("invalid peer certificate"),
+        "the error names the registry and the cause: {err}"
+    );
 
     // The analyst reads...
     let (code, _) = {
@@ -182,6 +307,7 @@ async fn the_pipeline_runs_over_sasl_ssl_with_least_privilege() {
     // The password is in no log, not even at debug level, and no --help.
     assert!(logged.contains("sasl_ssl://"), "debug logs were written");
     assert!(!logged.contains(&password("novyra-ingest")));
+    assert!(!logged.contains(REGISTRY_PASSWORD));
     for args in [
         &["--help"][..],
         &["ingest", "--help"],

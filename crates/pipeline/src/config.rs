@@ -96,8 +96,12 @@ pub struct RegistrySection {
     pub url: String,
     /// Basic-auth user; env `SCHEMA_REGISTRY_USER`.
     pub username: Option<String>,
-    /// Basic-auth password; env `SCHEMA_REGISTRY_PASSWORD`.
+    /// Basic-auth password; env `SCHEMA_REGISTRY_PASSWORD`, or a file named
+    /// by `SCHEMA_REGISTRY_PASSWORD_FILE`.
     pub password: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` registry; env
+    /// `SCHEMA_REGISTRY_CA_FILE`. Unset: the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Neo4j settings.
@@ -188,6 +192,7 @@ impl Default for RegistrySection {
             url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
             username: None,
             password: None,
+            ca_file: None,
         }
     }
 }
@@ -342,6 +347,16 @@ impl Config {
         if let Some(v) = env("SCHEMA_REGISTRY_PASSWORD") {
             cfg.registry.password = Some(v);
         }
+        if let Some(p) = env("SCHEMA_REGISTRY_PASSWORD_FILE") {
+            let pw = std::fs::read_to_string(&p).map_err(|e| ConfigError::Invalid {
+                key: "SCHEMA_REGISTRY_PASSWORD_FILE",
+                message: e.to_string(),
+            })?;
+            cfg.registry.password = Some(pw.trim_end().to_owned());
+        }
+        if let Some(ca) = env("SCHEMA_REGISTRY_CA_FILE") {
+            cfg.registry.ca_file = Some(ca.into());
+        }
         cfg.check()?;
         Ok(cfg)
     }
@@ -361,6 +376,9 @@ impl Config {
             && !self.database.url.starts_with("postgresql://")
         {
             return bad("database.url", "must be a postgres:// URL");
+        }
+        if let Err(e) = novyra_store::connect::split_tls_params(&self.database.url) {
+            return bad("database.url", &e.to_string());
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers", "empty (set KAFKA_BROKERS)");
@@ -453,6 +471,7 @@ impl Config {
         novyra_registry::RegistryConfig {
             username: self.registry.username.clone(),
             password: self.registry.password.clone(),
+            ca_file: self.registry.ca_file.clone(),
             ..novyra_registry::RegistryConfig::new(self.registry.url.clone())
         }
     }
@@ -494,5 +513,40 @@ mod tests {
         let err = Config::load_with(Some(&dir), env).expect_err("unknown key");
         assert!(err.to_string().contains("brokerz"), "{err}");
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_environment_and_bad_ones_fail_fast() {
+        let pw = std::env::temp_dir().join(format!("novyra-sr-pw-{}", std::process::id()));
+        std::fs::write(&pw, "s3cret\n").expect("write");
+        let pw_path = pw.display().to_string();
+        let env = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://u:p@h/db?sslmode=verify-full".to_owned()),
+            "SCHEMA_REGISTRY_URL" => Some("https://sr:8444/apis/ccompat/v7".to_owned()),
+            "SCHEMA_REGISTRY_USER" => Some("novyra".to_owned()),
+            "SCHEMA_REGISTRY_PASSWORD_FILE" => Some(pw_path.clone()),
+            "SCHEMA_REGISTRY_CA_FILE" => Some("/etc/ca.crt".to_owned()),
+            _ => None,
+        };
+        let cfg = Config::load_with(None, env).expect("loads");
+        let reg = cfg.registry();
+        assert_eq!(
+            reg.password.as_deref(),
+            Some("s3cret"),
+            "file, newline trimmed"
+        );
+        assert_eq!(reg.ca_file.as_deref(), Some(Path::new("/etc/ca.crt")));
+        assert!(!format!("{reg:?}").contains("s3cret"), "{reg:?}");
+        let _ = std::fs::remove_file(&pw);
+
+        let err = Config::load_with(None, |k| match k {
+            "DATABASE_URL" => Some("postgres://h/db?sslmode=verify".to_owned()),
+            _ => None,
+        })
+        .expect_err("bad sslmode");
+        assert!(
+            err.to_string().contains("database.url") && err.to_string().contains("sslmode"),
+            "{err}"
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::wire::{self, HeaderError};
 use crate::EventKind;
 
 /// Where the registry is and how to authenticate.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistryConfig {
     /// Base URL of the Confluent-compatible API (for Apicurio, `.../apis/ccompat/v7`).
     pub url: String,
@@ -31,6 +31,23 @@ pub struct RegistryConfig {
     pub password: Option<String>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// A CA certificate (PEM, may hold several) to trust for an `https://`
+    /// registry besides the system's roots: a private registry's CA is
+    /// rarely in them.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The password never reaches a log, even through `{:?}`.
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 impl RegistryConfig {
@@ -41,6 +58,7 @@ impl RegistryConfig {
             username: None,
             password: None,
             timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }
@@ -146,20 +164,43 @@ impl std::fmt::Debug for Codec {
     }
 }
 
+/// The HTTP client every registry call goes through: the timeout and the
+/// CA file apply alike to the converter's calls and to our own.
+fn http_client(cfg: &RegistryConfig) -> Result<reqwest::ClientBuilder, EncodeError> {
+    let mut b = reqwest::Client::builder().timeout(cfg.timeout);
+    if let Some(path) = &cfg.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            EncodeError::Config(format!("reading the CA file {}: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| EncodeError::Config(format!("the CA file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(EncodeError::Config(format!(
+                "the CA file {} holds no certificate",
+                path.display()
+            )));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b)
+}
+
 fn settings(cfg: &RegistryConfig) -> Result<SrSettings, EncodeError> {
     let mut b = SrSettings::new_builder(cfg.url.trim_end_matches('/').to_owned());
     b.set_timeout(cfg.timeout);
     if let Some(user) = &cfg.username {
         b.set_basic_authorization(user, cfg.password.as_deref());
     }
-    b.build().map_err(|e| EncodeError::Config(e.to_string()))
+    b.build_with(http_client(cfg)?)
+        .map_err(|e| EncodeError::Config(e.to_string()))
 }
 
 impl Codec {
     /// Builds a codec; no request is made until the first encode or decode.
     pub fn new(cfg: &RegistryConfig) -> Result<Self, EncodeError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+        let http = http_client(cfg)?
             .build()
             .map_err(|e| EncodeError::Config(e.to_string()))?;
         Ok(Self {
@@ -194,15 +235,46 @@ impl Codec {
         kind: EventKind,
         value: &T,
     ) -> Result<Vec<u8>, EncodeError> {
-        self.encoder
+        match self
+            .encoder
             .encode_struct(value, &Self::strategy(topic, kind))
             .await
-            .map_err(|e| {
+        {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => {
                 // NB: the converter caches failed lookups; a registry that
                 // was down must be asked again next time.
                 self.encoder.remove_errors_from_cache();
-                EncodeError::Registry(e.to_string())
-            })
+                Err(EncodeError::Registry(self.explain(&e).await))
+            }
+        }
+    }
+
+    /// `e` with its cause. For a transport error the converter keeps only
+    /// "error sending request for url (...)" and drops why (an unknown CA,
+    /// a refused connection); asking once more with our own client, which
+    /// has the same TLS settings, recovers it.
+    async fn explain(&self, e: &SRCError) -> String {
+        if !e.retriable {
+            return e.to_string();
+        }
+        let url = format!("{}/subjects", self.config.url.trim_end_matches('/'));
+        let mut req = self.http.get(&url);
+        if let Some(user) = &self.config.username {
+            req = req.basic_auth(user, self.config.password.as_deref());
+        }
+        match req.send().await {
+            Err(re) => {
+                let mut text = format!("{e}: {re}");
+                let mut source = std::error::Error::source(&re);
+                while let Some(s) = source {
+                    text.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                text
+            }
+            Ok(_) => e.to_string(),
+        }
     }
 
     /// Decodes a payload into a raw Avro value (used by `tail`).
@@ -235,7 +307,7 @@ impl Codec {
         // NB: the converter caches failed lookups; never keep one.
         self.decoder.remove_errors_from_cache();
         if e.retriable {
-            return DecodeError::Unavailable(e.to_string());
+            return DecodeError::Unavailable(self.explain(&e).await);
         }
         let url = format!("{}/schemas/ids/{id}", self.config.url.trim_end_matches('/'));
         let mut req = self.http.get(&url);
