@@ -43,6 +43,9 @@ interop-venv: $(VENV)/.installed
 # and ids, so they run in parallel with each other. The outage tests
 # (crates/cli/tests/*_outage.rs) stop and restart Postgres, the registry and
 # Neo4j for a minute each, so do not run `make test` beside a demo you need.
+# FULL=1: the stack with the production topology's extra servers (the
+# read replica), which the tests need; `make demo` keeps the lean default.
+test: export FULL := 1
 test: stack-up interop-venv schema-check
 	NOVYRA_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --locked --workspace --no-fail-fast
 

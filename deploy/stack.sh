@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack: `up` installs on first use and starts all four servers in
-# dependency order, `down` stops what `up` started, `status` reports.
+# The local stack: `up` installs on first use and starts the servers in
+# dependency order (FULL=1 adds the read replica), `down` stops what `up`
+# started, `status` reports.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cmd="${1:-status}"
 case "$cmd" in
@@ -19,11 +20,14 @@ case "$cmd" in
     bash "$DEPLOY_DIR/apicurio.sh" start & a=$!
     wait $k && wait $n && wait $a || die "start failed"
     bash "$DEPLOY_DIR/registry-proxy.sh" start
+    # The production topology beyond what the demo needs (FULL=1; make
+    # test sets it): the read replica.
+    if [ "${FULL:-0}" = 1 ]; then bash "$DEPLOY_DIR/postgres-replica.sh" start; fi
     log "stack is up"
     ;;
   down)
-    for s in registry-proxy apicurio neo4j kafka postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
+    for s in registry-proxy apicurio neo4j kafka postgres-replica postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
   status)
-    for s in postgres kafka neo4j apicurio registry-proxy; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
+    for s in postgres postgres-replica kafka neo4j apicurio registry-proxy; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
   *) die "usage: stack.sh up|down|status" ;;
 esac

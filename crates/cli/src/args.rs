@@ -242,6 +242,19 @@ pub(crate) enum DbCmd {
     /// pipeline.leaderboard_refresh_secs).
     #[command(after_help = "Example:\n  novyra db refresh-leaderboard")]
     RefreshLeaderboard,
+    /// The leaderboard's top students, read where analysts read:
+    /// ANALYTICS_DATABASE_URL (a read replica) when set, else DATABASE_URL.
+    #[command(
+        after_help = "Example:\n  ANALYTICS_DATABASE_URL=postgres://novyra_analyst:…@127.0.0.1:5433/novyra \\\n    novyra db leaderboard --limit 10"
+    )]
+    Leaderboard {
+        /// How many rows.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone)]

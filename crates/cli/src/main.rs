@@ -351,6 +351,37 @@ async fn dispatch(cmd: Cmd, cfg: &Config) -> Result<ExitCode> {
             outln!("leaderboard refreshed")?;
         }
         Cmd::Db {
+            cmd: DbCmd::Leaderboard { limit, json },
+        } => {
+            let rows = novyra_store::Store::new(&cfg.analytics_store())?
+                .leaderboard(limit)
+                .await?;
+            for r in rows {
+                if json {
+                    outln!(
+                        "{}",
+                        serde_json::json!({
+                            "rank": r.rank,
+                            "user_id": r.user_id,
+                            "concepts_mastered": r.concepts_mastered,
+                            "concepts_attempted": r.concepts_attempted,
+                            "mean_mastery": r.mean_mastery,
+                            "refreshed_at": r.refreshed_at.to_rfc3339(),
+                        })
+                    )?;
+                } else {
+                    outln!(
+                        "{:>5}  {:<32} {:>4} of {:<4} mastered  mean {:.3}",
+                        r.rank,
+                        r.user_id,
+                        r.concepts_mastered,
+                        r.concepts_attempted,
+                        r.mean_mastery
+                    )?;
+                }
+            }
+        }
+        Cmd::Db {
             cmd: DbCmd::Migrate,
         } => {
             let done = novyra_store::migrate(&cfg.migrate_store()).await?;

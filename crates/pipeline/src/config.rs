@@ -82,6 +82,10 @@ pub struct DatabaseSection {
     pub url: String,
     /// Migration URL (DDL role); env `MIGRATION_DATABASE_URL`; defaults to `url`.
     pub migrate_url: Option<String>,
+    /// Read-only URL for the analysts' reads (a streaming replica); env
+    /// `ANALYTICS_DATABASE_URL`; defaults to `url`. Keeps leaderboard and
+    /// report queries off the primary that the ingest writes to.
+    pub analytics_url: Option<String>,
     /// Schema to use instead of the default; env `NOVYRA_DB_SCHEMA`.
     pub schema: Option<String>,
     /// Pool size per process.
@@ -180,6 +184,7 @@ impl Default for DatabaseSection {
         Self {
             url: String::new(),
             migrate_url: None,
+            analytics_url: None,
             schema: None,
             max_connections: 8,
         }
@@ -338,6 +343,9 @@ impl Config {
         if let Some(v) = env("MIGRATION_DATABASE_URL") {
             cfg.database.migrate_url = Some(v);
         }
+        if let Some(v) = env("ANALYTICS_DATABASE_URL") {
+            cfg.database.analytics_url = Some(v).filter(|s| !s.is_empty());
+        }
         if let Some(v) = env("NOVYRA_DB_SCHEMA") {
             cfg.database.schema = Some(v).filter(|s| !s.is_empty());
         }
@@ -379,6 +387,17 @@ impl Config {
         }
         if let Err(e) = novyra_store::connect::split_tls_params(&self.database.url) {
             return bad("database.url", &e.to_string());
+        }
+        if let Some(url) = &self.database.analytics_url {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return bad(
+                    "database.analytics_url",
+                    "must be a postgres:// URL (set ANALYTICS_DATABASE_URL)",
+                );
+            }
+            if let Err(e) = novyra_store::connect::split_tls_params(url) {
+                return bad("database.analytics_url", &e.to_string());
+            }
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers", "empty (set KAFKA_BROKERS)");
@@ -454,6 +473,19 @@ impl Config {
         }
     }
 
+    /// Store settings for the analysts' reads: the replica when
+    /// `database.analytics_url` is set, else the primary.
+    pub fn analytics_store(&self) -> novyra_store::StoreConfig {
+        novyra_store::StoreConfig {
+            url: self
+                .database
+                .analytics_url
+                .clone()
+                .unwrap_or_else(|| self.database.url.clone()),
+            ..self.store()
+        }
+    }
+
     /// Migration store settings.
     pub fn migrate_store(&self) -> novyra_store::StoreConfig {
         novyra_store::StoreConfig {
@@ -513,6 +545,32 @@ mod tests {
         let err = Config::load_with(Some(&dir), env).expect_err("unknown key");
         assert!(err.to_string().contains("brokerz"), "{err}");
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn analysts_read_from_their_own_url_when_given() {
+        let base = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://app@primary/db".to_owned()),
+            _ => None,
+        };
+        let cfg = Config::load_with(None, base).expect("loads");
+        assert_eq!(cfg.analytics_store().url, "postgres://app@primary/db");
+        let cfg = Config::load_with(None, |k| match k {
+            "ANALYTICS_DATABASE_URL" => Some("postgres://analyst@replica:5433/db".to_owned()),
+            k => base(k),
+        })
+        .expect("loads");
+        assert_eq!(
+            cfg.analytics_store().url,
+            "postgres://analyst@replica:5433/db"
+        );
+        assert_eq!(cfg.store().url, "postgres://app@primary/db");
+        let err = Config::load_with(None, |k| match k {
+            "ANALYTICS_DATABASE_URL" => Some("replica:5433".to_owned()),
+            k => base(k),
+        })
+        .expect_err("not a URL");
+        assert!(err.to_string().contains("database.analytics_url"), "{err}");
     }
 
     #[test]
