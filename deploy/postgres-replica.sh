@@ -57,7 +57,15 @@ start() {
   mkdir -p "$R_SOCK" "$STACK_DIR/logs" "$STACK_DIR/run"; chown postgres:postgres "$R_SOCK"
   if is_running postgres-replica && ready; then log "replica already running"; return 0; fi
   port_busy "$PG_REPLICA_PORT" && die "port $PG_REPLICA_PORT is in use by a process this stack did not start"
-  [ -f "$R_DATA/standby.signal" ] || init
+  # Rebuild when there is no standby yet, or when its slot is gone or was
+  # given up (max_slot_wal_keep_size on the primary): the WAL it needs is
+  # no longer kept, so it could never catch up.
+  local slot
+  slot="$(psql_primary -d postgres -c "SELECT coalesce(wal_status, 'none') FROM pg_replication_slots WHERE slot_name = '$SLOT'")"
+  if [ ! -f "$R_DATA/standby.signal" ] || [ -z "$slot" ] || [ "$slot" = lost ]; then
+    [ -f "$R_DATA/standby.signal" ] && log "the replica's slot is ${slot:-missing}: rebuilding it"
+    init
+  fi
   touch "$STACK_DIR/logs/postgres-replica.log"; chown postgres:postgres "$STACK_DIR/logs/postgres-replica.log"
   log "starting the read replica on 127.0.0.1:$PG_REPLICA_PORT"
   as_pg "$(pg_bin)/pg_ctl" -D "$R_DATA" -l "$STACK_DIR/logs/postgres-replica.log" -w -t 60 start >&2

@@ -90,6 +90,10 @@ checkpoint_timeout = 15min
 checkpoint_completion_target = 0.9
 shared_preload_libraries = 'pg_stat_statements'
 compute_query_id = on
+# A replica's slot (deploy/postgres-replica.sh) keeps WAL until the replica
+# has it; a replica left stopped must not fill the disk. Past this the slot
+# is dropped from use and the replica is rebuilt on its next start.
+max_slot_wal_keep_size = 4GB
 ssl = on
 ssl_cert_file = '$STACK_DIR/postgres/tls/server.crt'
 ssl_key_file = '$STACK_DIR/postgres/tls/server.key'
