@@ -154,7 +154,25 @@ async fn reconcile_writes_nothing_without_the_whole_truth() {
     stack("kafka.sh", "start");
     assert_eq!(mastery_end(&env), topic_end, "nothing republished");
 
-    // Everything up: exactly the injected drift is repaired.
+    // Everything up: exactly the injected drift is repaired. Right after
+    // the broker restart a partition may still have no leader, and then
+    // reconcile rightly refuses (exit 1, nothing written); wait with
+    // dry runs, which write nothing, until it sees the whole truth.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (code, out, err) = novyra_full(
+            &env,
+            &["reconcile", "--dry-run", "--json", "--id-prefix", &p],
+        );
+        if code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reconcile never saw the whole truth after the restarts: {out} {err}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let (code, out, err) = novyra_full(&env, &["reconcile", "--json", "--id-prefix", &p]);
     assert_eq!(code, 0, "{out} {err}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
