@@ -264,15 +264,7 @@ impl Codec {
             req = req.basic_auth(user, self.config.password.as_deref());
         }
         match req.send().await {
-            Err(re) => {
-                let mut text = format!("{e}: {re}");
-                let mut source = std::error::Error::source(&re);
-                while let Some(s) = source {
-                    text.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                text
-            }
+            Err(re) => format!("{e}: {}", novyra_core::error_chain(&re)),
             Ok(_) => e.to_string(),
         }
     }

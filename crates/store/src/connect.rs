@@ -197,22 +197,12 @@ pub async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectionError> 
     config.ssl_mode(tls.ssl_mode());
     let server = server_name(&config);
     let (client, connection) = config.connect(tls.connector()?).await.map_err(|e| {
-        ConnectionError::BadConnection(format!("postgres at {server}: {}", with_causes(&e)))
+        ConnectionError::BadConnection(format!(
+            "postgres at {server}: {}",
+            novyra_core::error_chain(&e)
+        ))
     })?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
-}
-
-/// `e` and its sources: tokio-postgres says "error performing TLS
-/// handshake" and keeps the reason (an unknown CA, a wrong name) a level down.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `host:port` of the first server in `config`, for error messages.
