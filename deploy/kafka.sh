@@ -72,12 +72,16 @@ CONF
 start() {
   install
   configure
-  if is_running kafka && ready; then log "kafka already running"; return 0; fi
+  if is_running kafka && ready; then
+    port_busy "$KAFKA_JMX_PORT" || log "kafka runs without its JMX agent (started by an older stack.sh); restart it for telemetry"
+    log "kafka already running"; return 0
+  fi
   port_busy "$KAFKA_PORT" && die "port $KAFKA_PORT is in use by a process this stack did not start"
+  local agent; agent="$(jmx_agent_opt kafka "$KAFKA_JMX_PORT")"
   log "starting kafka $KAFKA_VERSION"
   KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx1g}"
   # shellcheck disable=SC2086
-  nohup "$(pick_java)" $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+  nohup "$(pick_java)" $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true "$agent" \
     -Dlog4j2.configurationFile="$K_HOME/log4j2.xml" -cp "$K_LIBS/*" \
     kafka.Kafka "$K_HOME/server.properties" >"$STACK_DIR/logs/kafka.log" 2>&1 </dev/null &
   echo $! >"$(pid_file kafka)"

@@ -10,6 +10,7 @@ STACK_DIR="${NOVYRA_STACK_DIR:-$REPO_DIR/.stack}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 NEO4J_VERSION="${NEO4J_VERSION:-5.26.0}"
 APICURIO_VERSION="${APICURIO_VERSION:-3.0.9}"
+JMX_AGENT_VERSION="${JMX_AGENT_VERSION:-1.0.1}"
 
 PG_PORT=5432
 PG_REPLICA_PORT=5433
@@ -20,6 +21,12 @@ NEO4J_BOLT_PORT=7687
 NEO4J_HTTP_PORT=7474
 REGISTRY_PORT=8081
 REGISTRY_TLS_PORT=8444
+# Telemetry (FULL=1): Prometheus, the Postgres exporter, and the JMX agents
+# inside the Kafka and Neo4j JVMs. deploy/prometheus/local.yml scrapes these.
+PROMETHEUS_PORT=9090
+PG_EXPORTER_PORT=9187
+KAFKA_JMX_PORT=9404
+NEO4J_JMX_PORT=9405
 
 # Dev-only credentials of the local stack (documented in README.md).
 PG_SUPERUSER_PASSWORD="${PG_SUPERUSER_PASSWORD:-postgres}"
@@ -48,14 +55,22 @@ pick_java() {
 
 # Fetch the runtime classpath of one artifact into $2 via Maven's own cache.
 maven_libs() {
-  local pom="$1" dest="$2" marker="$2/.complete"
+  local pom="$1" dest="$2" marker="$2/.complete" lock
   [ -f "$marker" ] && return 0
   mkdir -p "$dest"
-  log "resolving $(basename "$pom") with maven (cached in ~/.m2)"
-  mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$dest" \
-      -DincludeScope=runtime -Dkafka.version="$KAFKA_VERSION" -Dneo4j.version="$NEO4J_VERSION" >&2 \
-    || die "maven could not resolve $(basename "$pom")"
-  touch "$marker"
+  # Two scripts may want the same artifacts at once (stack.sh starts
+  # servers in parallel): one resolves, the other waits for it.
+  exec {lock}>"$dest.lock"
+  flock "$lock"
+  if [ ! -f "$marker" ]; then
+    log "resolving $(basename "$pom") with maven (cached in ~/.m2)"
+    mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$dest" \
+        -DincludeScope=runtime -Dkafka.version="$KAFKA_VERSION" -Dneo4j.version="$NEO4J_VERSION" \
+        -Djmx.agent.version="$JMX_AGENT_VERSION" >&2 \
+      || die "maven could not resolve $(basename "$pom")"
+    touch "$marker"
+  fi
+  exec {lock}>&-
 }
 
 pid_file() { echo "$STACK_DIR/run/$1.pid"; }
@@ -91,6 +106,15 @@ wait_ready() {
     sleep 1
   done
   die "$name not ready after ${timeout}s; see $STACK_DIR/logs"
+}
+
+# The JVM option that loads the JMX Prometheus agent: it serves the JVM's
+# and the server's MBeans on 127.0.0.1:$2/metrics, filtered by the rules
+# in deploy/prometheus/jmx-$1.yml. Cheap, so it is always on.
+jmx_agent_opt() {
+  local dir="$STACK_DIR/dist/jmx-agent-$JMX_AGENT_VERSION"
+  maven_libs "$DEPLOY_DIR/maven/jmx-agent.pom.xml" "$dir"
+  echo "-javaagent:$dir/jmx_prometheus_javaagent-$JMX_AGENT_VERSION.jar=127.0.0.1:$2:$DEPLOY_DIR/prometheus/jmx-$1.yml"
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

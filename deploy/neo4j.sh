@@ -56,13 +56,17 @@ CONF
 start() {
   install
   configure
-  if is_running neo4j && ready; then log "neo4j already running"; return 0; fi
+  if is_running neo4j && ready; then
+    port_busy "$NEO4J_JMX_PORT" || log "neo4j runs without its JMX agent (started by an older stack.sh); restart it for telemetry"
+    log "neo4j already running"; return 0
+  fi
   port_busy "$NEO4J_BOLT_PORT" && die "port $NEO4J_BOLT_PORT is in use by a process this stack did not start"
+  local agent; agent="$(jmx_agent_opt neo4j "$NEO4J_JMX_PORT")"
   log "starting neo4j $NEO4J_VERSION"
   NEO4J_HEAP="${NEO4J_HEAP:--Xms512m -Xmx1g}"
   # shellcheck disable=SC2086
   NEO4J_HOME="$N_HOME" NEO4J_CONF="$N_HOME/conf" nohup "$(pick_java)" $NEO4J_HEAP -XX:+UseG1GC \
-    -Djava.awt.headless=true -cp "$N_LIBS/*" \
+    -Djava.awt.headless=true "$agent" -cp "$N_LIBS/*" \
     org.neo4j.server.CommunityEntryPoint --home-dir="$N_HOME" --config-dir="$N_HOME/conf" \
     >"$STACK_DIR/logs/neo4j.log" 2>&1 </dev/null &
   echo $! >"$(pid_file neo4j)"

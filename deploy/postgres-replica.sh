@@ -47,6 +47,9 @@ unix_socket_directories = '$R_SOCK'
 shared_buffers = 256MB
 hot_standby = on
 hot_standby_feedback = on
+# The name the primary lists it under (pg_stat_replication.application_name,
+# the exporter's pg_replica_* series).
+cluster_name = 'novyra_replica'
 CONF
   echo "include_if_exists = 'replica.conf'" >>"$R_DATA/postgresql.conf"
   chown postgres:postgres "$R_DATA/replica.conf" "$R_DATA/postgresql.conf"

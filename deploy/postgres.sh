@@ -31,10 +31,11 @@ ready() { psql_super -d postgres -c 'SELECT 1' | grep -qx 1; }
 # Roles and databases of the local stack; each statement is idempotent.
 bootstrap() {
   psql_super -d postgres <<'SQL'
+SET client_min_messages = warning;
 DO $$
 DECLARE r text;
 BEGIN
-  FOREACH r IN ARRAY ARRAY['novyra_migrator','novyra_app','novyra_analyst','apicurio'] LOOP
+  FOREACH r IN ARRAY ARRAY['novyra_migrator','novyra_app','novyra_analyst','novyra_monitor','apicurio'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
       EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', r, r);
     END IF;
@@ -46,6 +47,10 @@ SELECT 'CREATE DATABASE apicurio OWNER apicurio'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'apicurio') \gexec
 REVOKE ALL ON DATABASE novyra FROM PUBLIC;
 GRANT CONNECT ON DATABASE novyra TO novyra_app, novyra_analyst;
+-- The Postgres exporter (deploy/telemetry.sh): statistics only, from the
+-- `postgres` database, where pg_stat_statements sees every database.
+GRANT pg_monitor TO novyra_monitor;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 SQL
 }
 
@@ -94,6 +99,13 @@ compute_query_id = on
 # has it; a replica left stopped must not fill the disk. Past this the slot
 # is dropped from use and the replica is rebuilt on its next start.
 max_slot_wal_keep_size = 4GB
+# WAL archiving for point-in-time recovery (deploy/backup/pitr.sh): on
+# always, since switching it needs a restart; the command pushes to
+# pgBackRest once pitr.sh setup has made the stanza, and is a no-op
+# before. archive_timeout bounds the WAL a lost primary takes with it.
+archive_mode = on
+archive_command = 'test ! -f $STACK_DIR/pgbackrest/archiving || pgbackrest --config=$STACK_DIR/pgbackrest/pgbackrest.conf --stanza=novyra archive-push %p'
+archive_timeout = 60s
 ssl = on
 ssl_cert_file = '$STACK_DIR/postgres/tls/server.crt'
 ssl_key_file = '$STACK_DIR/postgres/tls/server.key'
@@ -105,6 +117,9 @@ CONF
   if is_running postgres && ready; then
     log "postgres already running"
     psql_super -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
+    local pending
+    pending="$(psql_super -d postgres -c "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart")"
+    [ -z "$pending" ] || log "postgres needs a restart for: $pending (bash deploy/postgres.sh stop && bash deploy/postgres.sh start)"
     bootstrap
     return 0
   fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack: `up` installs on first use and starts the servers in
-# dependency order (FULL=1 adds the read replica), `down` stops what `up`
-# started, `status` reports.
+# dependency order (FULL=1 adds the read replica, WAL archiving and
+# telemetry), `down` stops what `up` started, `status` reports.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cmd="${1:-status}"
 case "$cmd" in
@@ -12,6 +12,8 @@ case "$cmd" in
     bash "$DEPLOY_DIR/apicurio.sh" install & a=$!
     bash "$DEPLOY_DIR/registry-proxy.sh" install & r=$!
     wait $k && wait $n && wait $a && wait $r || die "install failed"
+    # Not beside registry-proxy's: both may need apt-get update.
+    if [ "${FULL:-0}" = 1 ]; then bash "$DEPLOY_DIR/telemetry.sh" install; fi
     # Postgres, Kafka and Neo4j share the stack's CA; make it first.
     bash "$DEPLOY_DIR/tls.sh" ensure
     bash "$DEPLOY_DIR/postgres.sh" start
@@ -21,13 +23,17 @@ case "$cmd" in
     wait $k && wait $n && wait $a || die "start failed"
     bash "$DEPLOY_DIR/registry-proxy.sh" start
     # The production topology beyond what the demo needs (FULL=1; make
-    # test sets it): the read replica.
-    if [ "${FULL:-0}" = 1 ]; then bash "$DEPLOY_DIR/postgres-replica.sh" start; fi
+    # test sets it): the read replica, WAL archiving and telemetry.
+    if [ "${FULL:-0}" = 1 ]; then
+      bash "$DEPLOY_DIR/postgres-replica.sh" start
+      bash "$DEPLOY_DIR/backup/pitr.sh" setup
+      bash "$DEPLOY_DIR/telemetry.sh" start
+    fi
     log "stack is up"
     ;;
   down)
-    for s in registry-proxy apicurio neo4j kafka postgres-replica postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
+    for s in telemetry registry-proxy apicurio neo4j kafka postgres-replica postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
   status)
-    for s in postgres postgres-replica kafka neo4j apicurio registry-proxy; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
+    for s in postgres postgres-replica kafka neo4j apicurio registry-proxy telemetry; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
   *) die "usage: stack.sh up|down|status" ;;
 esac

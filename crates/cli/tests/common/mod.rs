@@ -84,10 +84,11 @@ pub fn spawn_worker(
         .expect("start novyra")
 }
 
-/// `novyra` pointed at `cfg`'s topics, schema and groups.
+/// `novyra` pointed at `cfg`'s database, topics, schema and groups.
 pub fn command(cfg: &Config) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_novyra"));
-    c.env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
+    c.env("DATABASE_URL", &cfg.database.url)
+        .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
         .env(
             "NOVYRA_DB_SCHEMA",
             cfg.database.schema.as_deref().unwrap_or(""),
