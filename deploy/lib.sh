@@ -14,9 +14,14 @@ JMX_AGENT_VERSION="${JMX_AGENT_VERSION:-1.0.1}"
 
 PG_PORT=5432
 PG_REPLICA_PORT=5433
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-KAFKA_SECURE_PORT=9094
+# Kafka: KAFKA_NODES=3 runs a three-node cluster; node i listens on these
+# plus 2*(i-1) (PLAINTEXT 9092, 9094, 9096; controllers 9093, 9095, 9097;
+# SASL_SSL 9192, 9194, 9196; JMX agents 9404, 9406, 9408). The ports may be
+# moved (a test runs a cluster of its own beside the stack's broker).
+KAFKA_NODES="${KAFKA_NODES:-1}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SECURE_PORT="${KAFKA_SECURE_PORT:-9192}"
 NEO4J_BOLT_PORT=7687
 NEO4J_HTTP_PORT=7474
 REGISTRY_PORT=8081
@@ -25,7 +30,7 @@ REGISTRY_TLS_PORT=8444
 # inside the Kafka and Neo4j JVMs. deploy/prometheus/local.yml scrapes these.
 PROMETHEUS_PORT=9090
 PG_EXPORTER_PORT=9187
-KAFKA_JMX_PORT=9404
+KAFKA_JMX_PORT="${KAFKA_JMX_PORT:-9404}"
 NEO4J_JMX_PORT=9405
 
 # Dev-only credentials of the local stack (documented in README.md).

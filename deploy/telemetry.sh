@@ -33,6 +33,10 @@ promtool() { install; "$T_DIST/usr/bin/promtool" "$@"; }
 # The scrape config, from the ports in lib.sh (the one place they are set).
 configure() {
   mkdir -p "$T_HOME/data" "$STACK_DIR/logs" "$STACK_DIR/run"
+  local i kafka_targets=""
+  for i in $(seq 1 "$KAFKA_NODES"); do
+    kafka_targets="${kafka_targets:+$kafka_targets, }\"127.0.0.1:$((KAFKA_JMX_PORT + 2 * (i - 1)))\""
+  done
   cat >"$T_HOME/prometheus.yml" <<CONF
 # Written by deploy/telemetry.sh; deploy/prometheus/prometheus.yml is the
 # Kubernetes variant. The dashboard (deploy/grafana/) reads these jobs.
@@ -45,8 +49,8 @@ scrape_configs:
     static_configs: [{targets: ["127.0.0.1:9464"]}]
   - job_name: postgres    # statistics, pg_stat_statements, replication lag
     static_configs: [{targets: ["127.0.0.1:$PG_EXPORTER_PORT"]}]
-  - job_name: kafka       # the JMX agent in the broker's JVM
-    static_configs: [{targets: ["127.0.0.1:$KAFKA_JMX_PORT"]}]
+  - job_name: kafka       # the JMX agents in the brokers' JVMs
+    static_configs: [{targets: [$kafka_targets]}]
   - job_name: neo4j       # the JMX agent in Neo4j's JVM
     static_configs: [{targets: ["127.0.0.1:$NEO4J_JMX_PORT"]}]
   - job_name: prometheus

@@ -1,7 +1,7 @@
 //! The whole pipeline against the stack's secure endpoints, changing only
 //! the environment:
 //!
-//! - Kafka's SASL_SSL listener (127.0.0.1:9094: TLS with the local CA,
+//! - Kafka's SASL_SSL listener (127.0.0.1:9192: TLS with the local CA,
 //!   SCRAM-SHA-512, ACLs from `novyra acls` applied by deploy/kafka-acls.py);
 //! - Postgres with `sslmode=verify-full` and the CA file;
 //! - the registry over HTTPS with basic auth (deploy/registry-proxy.sh);
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::{attempts_end, command, connect, count, novyra, tls_file, Env, Worker};
 use novyra_core::ConceptAttempted;
 
-const SECURE_BROKER: &str = "127.0.0.1:9094";
+const SECURE_BROKER: &str = "127.0.0.1:9192";
 const SECURE_REGISTRY: &str = "https://127.0.0.1:8444/apis/ccompat/v7";
 /// deploy/lib.sh's dev credentials for the registry proxy.
 const REGISTRY_USER: &str = "novyra";

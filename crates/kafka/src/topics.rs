@@ -51,26 +51,62 @@ pub fn pipeline_topics(attempts_retention_ms: i64) -> Vec<TopicSpec> {
         .collect()
 }
 
+/// How many copies of each partition Kafka keeps, and how many must hold a
+/// write before an `acks=all` producer (ours) hears it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// `replication.factor` of the topics created.
+    pub factor: i32,
+    /// `min.insync.replicas`, when above Kafka's default of 1.
+    pub min_insync: Option<i32>,
+}
+
+/// The replication for a cluster of `brokers` brokers, unless configured
+/// (`kafka.replication_factor`). Three copies with two in sync once there
+/// are three brokers: one broker may fail, or be restarted, with no write
+/// refused and none acknowledged by a single copy. Fewer brokers get one
+/// copy per broker (the single-node dev stack: 1).
+pub fn replication_for(configured: Option<i32>, brokers: usize) -> Replication {
+    let factor = configured.unwrap_or_else(|| i32::try_from(brokers.clamp(1, 3)).unwrap_or(1));
+    Replication {
+        factor,
+        min_insync: (factor >= 3).then_some(2),
+    }
+}
+
 /// Creates the topics that do not exist yet; existing ones are left alone.
-/// Returns the names created.
+/// `replication` is `kafka.replication_factor`: `None` derives it from the
+/// cluster's size ([`replication_for`]). Returns the names created.
 pub async fn ensure(
     cfg: &KafkaConfig,
     prefix: &str,
     specs: &[TopicSpec],
-    replication: i32,
+    replication: Option<i32>,
 ) -> Result<Vec<String>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = cfg.client(&[]).create()?;
     let names: Vec<String> = specs
         .iter()
         .map(|s| format!("{prefix}{}", s.suffix))
         .collect();
+    // The broker list comes with any metadata answer; asking about one of
+    // our topics (existing or not) keeps it small on a busy cluster.
+    let brokers = admin
+        .inner()
+        .fetch_metadata(names.first().map(String::as_str), Duration::from_secs(30))?
+        .brokers()
+        .len();
+    let plan = replication_for(replication, brokers);
+    let min_insync = plan.min_insync.map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .zip(&names)
         .map(|(s, name)| {
-            let mut t = NewTopic::new(name, s.partitions, TopicReplication::Fixed(replication));
+            let mut t = NewTopic::new(name, s.partitions, TopicReplication::Fixed(plan.factor));
             for (k, v) in &s.configs {
                 t = t.set(k, v);
+            }
+            if let Some(n) = &min_insync {
+                t = t.set("min.insync.replicas", n);
             }
             t
         })
@@ -118,4 +154,51 @@ pub async fn delete(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_copies_two_in_sync_from_three_brokers() {
+        assert_eq!(
+            replication_for(None, 1),
+            Replication {
+                factor: 1,
+                min_insync: None
+            }
+        );
+        assert_eq!(
+            replication_for(None, 2),
+            Replication {
+                factor: 2,
+                min_insync: None
+            }
+        );
+        for brokers in [3, 5, 12] {
+            assert_eq!(
+                replication_for(None, brokers),
+                Replication {
+                    factor: 3,
+                    min_insync: Some(2)
+                }
+            );
+        }
+        // A configured factor wins, and still gets a quorum when it can.
+        assert_eq!(
+            replication_for(Some(1), 3),
+            Replication {
+                factor: 1,
+                min_insync: None
+            }
+        );
+        assert_eq!(
+            replication_for(Some(5), 5),
+            Replication {
+                factor: 5,
+                min_insync: Some(2)
+            }
+        );
+    }
 }

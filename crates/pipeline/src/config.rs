@@ -68,8 +68,10 @@ pub struct KafkaSection {
     pub brokers: String,
     /// librdkafka properties passed through verbatim (e.g. `"security.protocol" = "SASL_SSL"`).
     pub properties: BTreeMap<String, String>,
-    /// Replication factor for topics the pipeline creates (1 on the dev stack).
-    pub replication_factor: i32,
+    /// Replication factor of the topics the pipeline creates. Unset, it
+    /// follows the cluster: 3 copies with `min.insync.replicas=2` on three
+    /// or more brokers, one per broker below that (1 on the dev stack).
+    pub replication_factor: Option<i32>,
     /// Retention of the attempts topic in ms; -1 keeps everything (replay needs it).
     pub attempts_retention_ms: i64,
 }
@@ -173,7 +175,7 @@ impl Default for KafkaSection {
         Self {
             brokers: "127.0.0.1:9092".into(),
             properties: BTreeMap::new(),
-            replication_factor: 1,
+            replication_factor: None,
             attempts_retention_ms: -1,
         }
     }

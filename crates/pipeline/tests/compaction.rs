@@ -99,7 +99,7 @@ async fn compacted_topics_lose_old_versions_and_still_rebuild_the_graph() {
         s.configs.push(("segment.ms", "1000".into()));
         s.configs.push(("min.cleanable.dirty.ratio", "0.01".into()));
     }
-    novyra_kafka::topics::ensure(&cfg.kafka(), &cfg.topic_prefix, &specs, 1)
+    novyra_kafka::topics::ensure(&cfg.kafka(), &cfg.topic_prefix, &specs, None)
         .await
         .expect("topics");
     common::setup(&cfg).await;

@@ -27,7 +27,7 @@ async fn stops_loudly_when_the_dlq_refuses_a_record() {
             s.configs.push(("max.message.bytes", "2048".into()));
         }
     }
-    novyra_kafka::topics::ensure(&cfg.kafka(), &cfg.topic_prefix, &specs, 1)
+    novyra_kafka::topics::ensure(&cfg.kafka(), &cfg.topic_prefix, &specs, None)
         .await
         .expect("topics");
     common::setup(&cfg).await;

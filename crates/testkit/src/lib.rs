@@ -27,7 +27,7 @@ pub async fn setup(cfg: &Config) -> Vec<(String, u32)> {
         &cfg.kafka(),
         &cfg.topic_prefix,
         &novyra_kafka::topics::pipeline_topics(-1),
-        1,
+        cfg.kafka.replication_factor,
     )
     .await
     .expect("topics");

@@ -84,10 +84,11 @@ pub fn spawn_worker(
         .expect("start novyra")
 }
 
-/// `novyra` pointed at `cfg`'s database, topics, schema and groups.
+/// `novyra` pointed at `cfg`'s database, brokers, topics, schema and groups.
 pub fn command(cfg: &Config) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_novyra"));
     c.env("DATABASE_URL", &cfg.database.url)
+        .env("KAFKA_BROKERS", &cfg.kafka.brokers)
         .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
         .env(
             "NOVYRA_DB_SCHEMA",
