@@ -150,7 +150,7 @@ status() {
     if is_running "$(node_pid "$i")"; then
       echo "kafka     up    127.0.0.1:$(plain_port "$i") (SASL_SSL :$(secure_port "$i"))$([ "$KAFKA_NODES" = 1 ] || echo " node $i of $KAFKA_NODES")"
     else
-      echo "kafka     down  node $i of $KAFKA_NODES"
+      echo "kafka     down$([ "$KAFKA_NODES" = 1 ] || echo "  node $i of $KAFKA_NODES")"
     fi
   done
 }
