@@ -115,13 +115,19 @@ CONF
   grep -q "include_if_exists = 'novyra.conf'" "$PG_DATA/postgresql.conf" ||
     echo "include_if_exists = 'novyra.conf'" >>"$PG_DATA/postgresql.conf"
   if is_running postgres && ready; then
-    log "postgres already running"
     psql_super -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
+    sleep 1  # the reload is asynchronous
     local pending
     pending="$(psql_super -d postgres -c "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart")"
-    [ -z "$pending" ] || log "postgres needs a restart for: $pending (bash deploy/postgres.sh stop && bash deploy/postgres.sh start)"
-    bootstrap
-    return 0
+    if [ -z "$pending" ]; then
+      log "postgres already running"
+      bootstrap
+      return 0
+    fi
+    # A setting this script added since the server started (archive_mode,
+    # for one) takes a restart; clients reconnect, as after any outage.
+    log "postgres restarts to apply: $pending"
+    stop
   fi
   port_busy "$PG_PORT" && die "port $PG_PORT is in use by a process this stack did not start"
   touch "$STACK_DIR/logs/postgres.log"; chown postgres:postgres "$STACK_DIR/logs/postgres.log"
