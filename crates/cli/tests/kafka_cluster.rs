@@ -160,7 +160,7 @@ async fn broker_failures_lose_and_double_nothing() {
         concepts: 10,
         domains: 2,
         students: 80,
-        attempts: 30_000,
+        attempts: 60_000,
         seed: 11,
         rate: 250,
         days: 10,

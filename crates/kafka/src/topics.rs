@@ -88,11 +88,14 @@ pub async fn ensure(
         .iter()
         .map(|s| format!("{prefix}{}", s.suffix))
         .collect();
-    // The broker list comes with any metadata answer; asking about one of
-    // our topics (existing or not) keeps it small on a busy cluster.
+    // The broker list comes with any metadata answer. Asking about all
+    // topics, not one of ours: a metadata request naming a missing topic
+    // lets a broker with auto.create.topics.enable create it with the
+    // broker's partitions and cleanup policy, which the create below would
+    // then take for ours.
     let brokers = admin
         .inner()
-        .fetch_metadata(names.first().map(String::as_str), Duration::from_secs(30))?
+        .fetch_metadata(None, Duration::from_secs(30))?
         .brokers()
         .len();
     let plan = replication_for(replication, brokers);
