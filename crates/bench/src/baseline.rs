@@ -69,7 +69,7 @@ pub async fn run(cfg: &Config, stop: CancellationToken) -> anyhow::Result<()> {
             continue;
         };
         let a = d.value;
-        let mut conn = store.conn().await?;
+        let mut conn = store.session().await?;
         conn.transaction::<_, StoreError, _>(async |tx| {
             let row: Option<Row> = diesel::sql_query(
                 "SELECT mastery, attempts_total, attempts_correct, confidence_weight \

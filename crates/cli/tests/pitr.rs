@@ -123,12 +123,15 @@ async fn restore_to_mid_run_resumes_from_the_restored_offsets() {
 
     // The restored cluster: this test's schema as it was at the point.
     let mut rcfg = env.cfg.clone();
-    rcfg.database.url = env
-        .cfg
-        .database
-        .url
-        .replacen(":5432/", &format!(":{RESTORE_PORT}/"), 1);
-    assert_ne!(rcfg.database.url, env.cfg.database.url, "DATABASE_URL port");
+    // Straight to the restored server (DATABASE_URL may go through
+    // PgBouncer, which knows only the primary), as the same role.
+    rcfg.database.url = direct_url(&env.cfg).replacen(":5432/", &format!(":{RESTORE_PORT}/"), 1);
+    assert_ne!(
+        rcfg.database.url,
+        direct_url(&env.cfg),
+        "the primary's port"
+    );
+    rcfg.database.session_url = None;
     let mut r = connect(&rcfg).await;
     assert_eq!(
         count(&mut r, "SELECT count(*) AS n FROM concept_attempts").await,

@@ -21,7 +21,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{attempts_end, command, connect, count, novyra, tls_file, Env, Worker};
+use common::{attempts_end, command, connect, count, direct_url, novyra, tls_file, Env, Worker};
 use novyra_core::ConceptAttempted;
 
 const SECURE_BROKER: &str = "127.0.0.1:9192";
@@ -39,7 +39,8 @@ fn password(user: &str) -> String {
 /// `<test>-<user>`), the registry and Neo4j.
 fn as_user(env: &Env, user: &str, kafka_ca: &str) -> Command {
     let ca = tls_file("ca.crt");
-    let db = &env.cfg.database.url;
+    // Postgres itself, so that pg_stat_ssl shows this client's own TLS.
+    let db = &direct_url(&env.cfg);
     let sep = if db.contains('?') { '&' } else { '?' };
     let database_url = format!(
         "{db}{sep}sslmode=verify-full&sslrootcert={}&application_name={}-{user}",
@@ -49,7 +50,8 @@ fn as_user(env: &Env, user: &str, kafka_ca: &str) -> Command {
     let registry_password = std::env::temp_dir().join(format!("{}-registry-pw", env.name));
     std::fs::write(&registry_password, format!("{REGISTRY_PASSWORD}\n")).expect("password file");
     let mut c = command(&env.cfg);
-    c.env("DATABASE_URL", database_url)
+    c.env("DATABASE_SESSION_URL", &database_url)
+        .env("DATABASE_URL", database_url)
         .env("SCHEMA_REGISTRY_URL", SECURE_REGISTRY)
         .env("SCHEMA_REGISTRY_USER", REGISTRY_USER)
         .env("SCHEMA_REGISTRY_PASSWORD_FILE", registry_password)

@@ -88,6 +88,11 @@ pub struct DatabaseSection {
     /// `ANALYTICS_DATABASE_URL`; defaults to `url`. Keeps leaderboard and
     /// report queries off the primary that the ingest writes to.
     pub analytics_url: Option<String>,
+    /// A URL that keeps a server session per connection, for the relay's
+    /// lease (a session advisory lock); env `DATABASE_SESSION_URL`. Needed
+    /// when `url` goes through a transaction-mode pooler (PgBouncer): point
+    /// it at Postgres or at a session-mode pool. Defaults to `url`.
+    pub session_url: Option<String>,
     /// Schema to use instead of the default; env `NOVYRA_DB_SCHEMA`.
     pub schema: Option<String>,
     /// Pool size per process.
@@ -186,6 +191,7 @@ impl Default for DatabaseSection {
         Self {
             url: String::new(),
             migrate_url: None,
+            session_url: None,
             analytics_url: None,
             schema: None,
             max_connections: 8,
@@ -348,6 +354,9 @@ impl Config {
         if let Some(v) = env("ANALYTICS_DATABASE_URL") {
             cfg.database.analytics_url = Some(v).filter(|s| !s.is_empty());
         }
+        if let Some(v) = env("DATABASE_SESSION_URL") {
+            cfg.database.session_url = Some(v).filter(|s| !s.is_empty());
+        }
         if let Some(v) = env("NOVYRA_DB_SCHEMA") {
             cfg.database.schema = Some(v).filter(|s| !s.is_empty());
         }
@@ -390,15 +399,24 @@ impl Config {
         if let Err(e) = novyra_store::connect::split_tls_params(&self.database.url) {
             return bad("database.url", &e.to_string());
         }
-        if let Some(url) = &self.database.analytics_url {
+        for (key, env_var, url) in [
+            (
+                "database.analytics_url",
+                "ANALYTICS_DATABASE_URL",
+                &self.database.analytics_url,
+            ),
+            (
+                "database.session_url",
+                "DATABASE_SESSION_URL",
+                &self.database.session_url,
+            ),
+        ] {
+            let Some(url) = url else { continue };
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                return bad(
-                    "database.analytics_url",
-                    "must be a postgres:// URL (set ANALYTICS_DATABASE_URL)",
-                );
+                return bad(key, &format!("must be a postgres:// URL (set {env_var})"));
             }
             if let Err(e) = novyra_store::connect::split_tls_params(url) {
-                return bad("database.analytics_url", &e.to_string());
+                return bad(key, &e.to_string());
             }
         }
         if self.kafka.brokers.trim().is_empty() {
@@ -470,6 +488,7 @@ impl Config {
     pub fn store(&self) -> novyra_store::StoreConfig {
         novyra_store::StoreConfig {
             url: self.database.url.clone(),
+            session_url: self.database.session_url.clone(),
             schema: self.database.schema.clone(),
             max_connections: self.database.max_connections,
         }
@@ -484,6 +503,7 @@ impl Config {
                 .analytics_url
                 .clone()
                 .unwrap_or_else(|| self.database.url.clone()),
+            session_url: None,
             ..self.store()
         }
     }
@@ -496,6 +516,7 @@ impl Config {
                 .migrate_url
                 .clone()
                 .unwrap_or_else(|| self.database.url.clone()),
+            session_url: None,
             ..self.store()
         }
     }
@@ -573,6 +594,31 @@ mod tests {
         })
         .expect_err("not a URL");
         assert!(err.to_string().contains("database.analytics_url"), "{err}");
+    }
+
+    #[test]
+    fn the_session_url_serves_only_the_session_and_bad_ones_fail_fast() {
+        let base = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://app@bouncer:6432/db".to_owned()),
+            "DATABASE_SESSION_URL" => Some("postgres://app@bouncer:6432/db_session".to_owned()),
+            _ => None,
+        };
+        let cfg = Config::load_with(None, base).expect("loads");
+        assert_eq!(cfg.store().url, "postgres://app@bouncer:6432/db");
+        assert_eq!(
+            cfg.store().session_url.as_deref(),
+            Some("postgres://app@bouncer:6432/db_session")
+        );
+        // The analysts' store and migrations never take the lease.
+        assert_eq!(cfg.analytics_store().session_url, None);
+        assert_eq!(cfg.migrate_store().session_url, None);
+        let err = Config::load_with(None, |k| match k {
+            "DATABASE_SESSION_URL" => Some("bouncer:6432/db".to_owned()),
+            k => base(k),
+        })
+        .expect_err("not a URL");
+        assert!(err.to_string().contains("database.session_url"), "{err}");
+        assert!(err.to_string().contains("DATABASE_SESSION_URL"), "{err}");
     }
 
     #[test]

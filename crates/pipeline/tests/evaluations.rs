@@ -119,7 +119,7 @@ async fn evaluations_are_stored_once_and_found_through_the_gin_index() {
 
     // Every good evaluation once; the poison is in the DLQ with its reason.
     let store = Store::new(&cfg.store()).expect("store");
-    let mut c = store.conn().await.expect("conn");
+    let mut c = store.session().await.expect("conn");
     let rows: i64 = diesel::sql_query("SELECT count(*) AS n FROM evaluation_logs")
         .get_result::<Count>(&mut c)
         .await
@@ -171,7 +171,7 @@ async fn evaluations_are_stored_once_and_found_through_the_gin_index() {
     // The plan: statistics as autovacuum would leave them (the owner may
     // ANALYZE), then the same containment query, served by the GIN index.
     let owner = Store::new(&cfg.migrate_store()).expect("owner");
-    let mut oc = owner.conn().await.expect("owner conn");
+    let mut oc = owner.session().await.expect("owner conn");
     diesel::sql_query("ANALYZE evaluation_logs")
         .execute(&mut oc)
         .await

@@ -160,7 +160,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
         .clone();
     {
         use diesel_async::RunQueryDsl;
-        let mut c = store.conn().await.expect("conn");
+        let mut c = store.session().await.expect("conn");
         diesel::sql_query(
             "UPDATE mastery_records SET version = version + 1, mastery = 0.5 \
              WHERE user_id = $1 AND concept_id = $2",

@@ -2,6 +2,7 @@
 //! `user_progress` are plain views; `leaderboard` is materialized and
 //! refreshed here, on the ingest's schedule.
 
+use crate::db::in_tx;
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Double, Text, Timestamptz};
 use diesel::QueryableByName;
@@ -36,23 +37,25 @@ impl Store {
     /// `REFRESH MATERIALIZED VIEW CONCURRENTLY leaderboard`, through the
     /// owner's SECURITY DEFINER function (readers are never blocked).
     pub async fn refresh_leaderboard(&self) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        diesel::sql_query("SELECT novyra_refresh_leaderboard()")
-            .execute(&mut c)
-            .await?;
-        Ok(())
+        in_tx!(self, |c| {
+            diesel::sql_query("SELECT novyra_refresh_leaderboard()")
+                .execute(c)
+                .await?;
+            Ok(())
+        })
     }
 
     /// The top `limit` of the leaderboard. Meant for a read replica
     /// (`ANALYTICS_DATABASE_URL`): it reads only, so it works on a standby.
     pub async fn leaderboard(&self, limit: i64) -> Result<Vec<LeaderboardRow>, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(diesel::sql_query(
-            "SELECT rank, user_id, concepts_mastered, concepts_attempted, mean_mastery, \
-             refreshed_at FROM leaderboard ORDER BY rank, user_id LIMIT $1",
-        )
-        .bind::<BigInt, _>(limit)
-        .load(&mut c)
-        .await?)
+        in_tx!(self, |c| {
+            Ok(diesel::sql_query(
+                "SELECT rank, user_id, concepts_mastered, concepts_attempted, mean_mastery, \
+                 refreshed_at FROM leaderboard ORDER BY rank, user_id LIMIT $1",
+            )
+            .bind::<BigInt, _>(limit)
+            .load(c)
+            .await?)
+        })
     }
 }

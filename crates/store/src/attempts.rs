@@ -3,6 +3,7 @@
 //! `mastery_records`, outbox rows for the mastery topic, and the consumer
 //! offsets the batch advanced to. Either all of it is visible or none.
 
+use crate::db::in_tx;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -160,14 +161,15 @@ impl Store {
         group: &str,
         topic: &str,
     ) -> Result<HashMap<i32, i64>, StoreError> {
-        let mut c = self.conn().await?;
-        let rows: Vec<(i32, i64)> = consumer_offsets::table
-            .filter(consumer_offsets::group_id.eq(group))
-            .filter(consumer_offsets::topic.eq(topic))
-            .select((consumer_offsets::partition, consumer_offsets::next_offset))
-            .load(&mut c)
-            .await?;
-        Ok(rows.into_iter().collect())
+        in_tx!(self, |c| {
+            let rows: Vec<(i32, i64)> = consumer_offsets::table
+                .filter(consumer_offsets::group_id.eq(group))
+                .filter(consumer_offsets::topic.eq(topic))
+                .select((consumer_offsets::partition, consumer_offsets::next_offset))
+                .load(c)
+                .await?;
+            Ok(rows.into_iter().collect())
+        })
     }
 
     /// Commits one batch atomically; see the module doc. Fails with
@@ -175,8 +177,11 @@ impl Store {
     /// offset is no longer the one the batch started from.
     pub async fn commit_attempts(&self, batch: &AttemptBatch) -> Result<IngestOutcome, StoreError> {
         let mut c = self.conn().await?;
-        c.transaction::<_, StoreError, _>(async |tx| apply_batch(tx, batch).await)
-            .await
+        c.transaction::<_, StoreError, _>(async |tx| {
+            self.pin_schema(tx).await?;
+            apply_batch(tx, batch).await
+        })
+        .await
     }
 }
 

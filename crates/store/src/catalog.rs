@@ -29,6 +29,7 @@ impl Store {
     pub async fn apply_catalog(&self, changes: &[CatalogChange]) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         c.transaction::<_, StoreError, _>(async |tx| {
+            self.pin_schema(tx).await?;
             for ch in changes {
                 match ch {
                     CatalogChange::Concept(x) => {

@@ -17,6 +17,12 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 pub struct StoreConfig {
     /// libpq-style URL; may carry credentials, so it is never logged.
     pub url: String,
+    /// A URL on which a connection keeps its server session (Postgres
+    /// itself, or a session-mode pool), for the relay lease: it holds a
+    /// session advisory lock, which a transaction-mode pooler such as
+    /// PgBouncer would hand to whichever client gets that server next.
+    /// `None`: `url` is direct. Credentials again, never logged.
+    pub session_url: Option<String>,
     /// Schema to use instead of the role's default (tests, side-by-side replays).
     pub schema: Option<String>,
     /// Pool size.
@@ -33,25 +39,54 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 impl StoreConfig {
-    /// The URL with `search_path` pinned to `schema` when one is set.
-    fn effective_url(&self) -> String {
-        match &self.schema {
-            None => self.url.clone(),
-            Some(s) => {
-                let sep = if self.url.contains('?') { '&' } else { '?' };
-                format!("{}{sep}options=-c%20search_path%3D{s}", self.url)
-            }
+    /// A connection of its own (not pooled) on `url`, keeping its server
+    /// session, with the schema set for that session.
+    pub(crate) async fn session_conn(&self) -> Result<AsyncPgConnection, StoreError> {
+        let mut c = establish(&self.url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if let Some(s) = &self.schema {
+            diesel::sql_query("SELECT set_config('search_path', quote_ident($1), false)")
+                .bind::<diesel::sql_types::Text, _>(s)
+                .execute(&mut c)
+                .await?;
         }
+        Ok(c)
     }
 }
+
+/// Runs `$body`, with `$c` bound to a `&mut AsyncPgConnection` from the
+/// store's pool, in one transaction that first pins the store's schema: the
+/// only way a unit of work is safe behind a transaction-mode pooler.
+macro_rules! in_tx {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        use diesel_async::AsyncConnection as _;
+        let store = $store;
+        let mut conn = store.conn().await?;
+        conn.transaction::<_, $crate::StoreError, _>(async |$c| {
+            store.pin_schema($c).await?;
+            $body
+        })
+        .await
+    }};
+}
+pub(crate) use in_tx;
 
 /// A pool of connections.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool<AsyncPgConnection>,
-    /// For the connections that must not come from the pool (the relay
-    /// lease); holds credentials, never logged.
-    pub(crate) url: String,
+    /// For the connection that must not come from the pool and must keep
+    /// its server session (the relay lease); holds credentials, never logged.
+    pub(crate) session: StoreConfig,
+    /// Pinned per transaction (`SET LOCAL`), never per connection: behind
+    /// a transaction-mode pooler consecutive transactions of one client
+    /// run on different server sessions, and a session-level `SET` would
+    /// stay behind on a server session that some other client gets next.
+    /// (A startup `options=-c search_path` is no better: PgBouncer can only
+    /// carry parameters the server reports, which Postgres < 18 does not
+    /// for search_path.)
+    pub(crate) schema: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -64,7 +99,11 @@ impl Store {
     /// Builds the pool; connections are made lazily, so a down server shows
     /// up on first use (and in readiness), not here.
     pub fn new(cfg: &StoreConfig) -> Result<Self, StoreError> {
-        let url = cfg.effective_url();
+        let url = cfg.url.clone();
+        let session = StoreConfig {
+            url: cfg.session_url.clone().unwrap_or_else(|| cfg.url.clone()),
+            ..cfg.clone()
+        };
         let mut setup = ManagerConfig::<AsyncPgConnection>::default();
         setup.custom_setup = Box::new(|url| establish(url).boxed());
         let mgr =
@@ -73,15 +112,39 @@ impl Store {
             .max_size(cfg.max_connections.max(1))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool, url })
+        Ok(Self {
+            pool,
+            session,
+            schema: cfg.schema.clone(),
+        })
     }
 
-    /// A pooled connection.
-    pub async fn conn(
+    /// A pooled connection. Crate-private: a unit of work on it must run
+    /// in a transaction that starts with [`Store::pin_schema`] (`in_tx!`).
+    pub(crate) async fn conn(
         &self,
     ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, StoreError>
     {
         Ok(self.pool.get().await?)
+    }
+
+    /// Sets the store's schema for the rest of the current transaction;
+    /// every pooled unit of work starts with it (see `in_tx!`).
+    pub(crate) async fn pin_schema(&self, c: &mut AsyncPgConnection) -> Result<(), StoreError> {
+        if let Some(s) = &self.schema {
+            diesel::sql_query("SELECT set_config('search_path', quote_ident($1), true)")
+                .bind::<diesel::sql_types::Text, _>(s)
+                .execute(c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A connection of its own that keeps its server session (on
+    /// `database.session_url` when set), schema set: for callers outside
+    /// the store that run their own SQL (tests, the benchmark's baseline).
+    pub async fn session(&self) -> Result<AsyncPgConnection, StoreError> {
+        self.session.session_conn().await
     }
 
     /// `SELECT 1`, for readiness.
@@ -153,9 +216,7 @@ async fn with_harness<T: Send + 'static>(
         + Send
         + 'static,
 ) -> Result<T, StoreError> {
-    let conn = establish(&cfg.effective_url())
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let conn = cfg.session_conn().await?;
     tokio::task::spawn_blocking(move || f(&mut AsyncMigrationHarness::new(conn)))
         .await
         .map_err(|e| StoreError::Migration(e.to_string()))?

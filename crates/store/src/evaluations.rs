@@ -3,6 +3,7 @@
 //! or a redelivered batch inserts nothing new (the key is the event id and
 //! its time, both fixed by the producer).
 
+use crate::db::in_tx;
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -119,16 +120,17 @@ impl Store {
                 schema_id: r.schema_id,
             });
         }
-        let mut c = self.conn().await?;
-        let mut inserted = 0;
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            inserted += diesel::insert_into(evaluation_logs::table)
-                .values(chunk)
-                .on_conflict_do_nothing()
-                .execute(&mut c)
-                .await?;
-        }
-        Ok(inserted)
+        in_tx!(self, |c| {
+            let mut inserted = 0;
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                inserted += diesel::insert_into(evaluation_logs::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .execute(c)
+                    .await?;
+            }
+            Ok(inserted)
+        })
     }
 
     /// The newest `limit` evaluations whose `doc` contains `pattern`
@@ -140,18 +142,19 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EvaluationRow>, StoreError> {
         use evaluation_logs::dsl as e;
-        let mut c = self.conn().await?;
-        let q = e::evaluation_logs
-            .select(EvaluationRow::as_select())
-            .order(e::occurred_at.desc())
-            .limit(limit)
-            .into_boxed();
-        let q = match doc {
-            Document::Prompt => q.filter(e::prompt.contains(pattern)),
-            Document::Response => q.filter(e::response.contains(pattern)),
-            Document::Rubric => q.filter(e::rubric.contains(pattern)),
-        };
-        Ok(q.load(&mut c).await?)
+        in_tx!(self, |c| {
+            let q = e::evaluation_logs
+                .select(EvaluationRow::as_select())
+                .order(e::occurred_at.desc())
+                .limit(limit)
+                .into_boxed();
+            let q = match doc {
+                Document::Prompt => q.filter(e::prompt.contains(pattern)),
+                Document::Response => q.filter(e::response.contains(pattern)),
+                Document::Rubric => q.filter(e::rubric.contains(pattern)),
+            };
+            Ok(q.load(c).await?)
+        })
     }
 }
 

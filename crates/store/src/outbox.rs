@@ -11,6 +11,7 @@
 //! after being handed back; when it breaks, Postgres releases the lock and
 //! another relay may take over.
 
+use crate::db::in_tx;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use novyra_core::MasteryUpdated;
@@ -68,9 +69,7 @@ impl RelayLease {
 impl Store {
     /// Tries to become the relay; `None` while another process is.
     pub async fn relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
-        let mut conn = crate::connect::establish(&self.url)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut conn = self.session.session_conn().await?;
         let got: Vec<Locked> = diesel::sql_query(format!(
             "SELECT pg_try_advisory_lock({RELAY_LOCK_KEY}) AS locked"
         ))
@@ -86,29 +85,30 @@ impl Store {
     pub async fn outbox_pending_keys(
         &self,
     ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(mastery_outbox::table
-            .select((mastery_outbox::user_id, mastery_outbox::concept_id))
-            .distinct()
-            .load::<(String, String)>(&mut c)
-            .await?
-            .into_iter()
-            .collect())
+        in_tx!(self, |c| {
+            Ok(mastery_outbox::table
+                .select((mastery_outbox::user_id, mastery_outbox::concept_id))
+                .distinct()
+                .load::<(String, String)>(c)
+                .await?
+                .into_iter()
+                .collect())
+        })
     }
 
     /// Empties the outbox: after a replay into another schema its rows are
     /// updates the live mastery topic already has.
     pub async fn clear_outbox(&self) -> Result<usize, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(diesel::delete(mastery_outbox::table)
-            .execute(&mut c)
-            .await?)
+        in_tx!(self, |c| {
+            Ok(diesel::delete(mastery_outbox::table).execute(c).await?)
+        })
     }
 
     /// Rows waiting in the outbox.
     pub async fn outbox_len(&self) -> Result<i64, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(mastery_outbox::table.count().get_result(&mut c).await?)
+        in_tx!(self, |c| {
+            Ok(mastery_outbox::table.count().get_result(c).await?)
+        })
     }
 }
 

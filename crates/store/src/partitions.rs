@@ -3,6 +3,7 @@
 //! accident, listed with row counts, and detached once older than a cut-off
 //! (the detached tables stay, for archiving or drop).
 
+use crate::db::in_tx;
 use chrono::{Datelike, Months, NaiveDate};
 use diesel_async::RunQueryDsl;
 
@@ -59,20 +60,21 @@ impl Store {
         log: MonthLog,
         months: &[NaiveDate],
     ) -> Result<Vec<NaiveDate>, StoreError> {
-        let mut c = self.conn().await?;
-        let mut to_default = Vec::new();
-        for m in months {
-            let r: Vec<EnsureResult> =
-                diesel::sql_query("SELECT novyra_ensure_month_partition($1, $2) AS part")
-                    .bind::<diesel::sql_types::Text, _>(log.table())
-                    .bind::<diesel::sql_types::Date, _>(*m)
-                    .load(&mut c)
-                    .await?;
-            if <[_]>::first(&r).and_then(|r| r.part.as_ref()).is_none() {
-                to_default.push(*m);
+        in_tx!(self, |c| {
+            let mut to_default = Vec::new();
+            for m in months {
+                let r: Vec<EnsureResult> =
+                    diesel::sql_query("SELECT novyra_ensure_month_partition($1, $2) AS part")
+                        .bind::<diesel::sql_types::Text, _>(log.table())
+                        .bind::<diesel::sql_types::Date, _>(*m)
+                        .load(c)
+                        .await?;
+                if <[_]>::first(&r).and_then(|r| r.part.as_ref()).is_none() {
+                    to_default.push(*m);
+                }
             }
-        }
-        Ok(to_default)
+            Ok(to_default)
+        })
     }
 
     /// Creates the partitions of `from`'s month and `ahead` months after it,
@@ -113,13 +115,15 @@ impl Store {
                     continue;
                 };
                 if end <= cutoff {
-                    let mut c = self.conn().await?;
-                    diesel::sql_query(format!(
-                        "ALTER TABLE {} DETACH PARTITION \"{name}\"",
-                        log.table()
-                    ))
-                    .execute(&mut c)
-                    .await?;
+                    in_tx!(self, |c| {
+                        diesel::sql_query(format!(
+                            "ALTER TABLE {} DETACH PARTITION \"{name}\"",
+                            log.table()
+                        ))
+                        .execute(c)
+                        .await?;
+                        Ok(())
+                    })?;
                     detached.push(name);
                     pruned_to = pruned_to.max(Some(end));
                 }
@@ -127,13 +131,15 @@ impl Store {
             // The dedup ids of detached months go with them, so the id
             // table stays as long as the attempts it guards.
             if let (MonthLog::Attempts, Some(end)) = (log, pruned_to) {
-                let mut c = self.conn().await?;
-                diesel::sql_query("DELETE FROM attempt_event_ids WHERE occurred_at < $1")
-                    .bind::<diesel::sql_types::Timestamptz, _>(
-                        end.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
-                    )
-                    .execute(&mut c)
-                    .await?;
+                in_tx!(self, |c| {
+                    diesel::sql_query("DELETE FROM attempt_event_ids WHERE occurred_at < $1")
+                        .bind::<diesel::sql_types::Timestamptz, _>(
+                            end.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+                        )
+                        .execute(c)
+                        .await?;
+                    Ok(())
+                })?;
             }
         }
         Ok(detached)
@@ -141,20 +147,21 @@ impl Store {
 
     /// Row counts per partition of `log` (name, rows), DEFAULT included.
     pub async fn month_partitions(&self, log: MonthLog) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut c = self.conn().await?;
-        // NB: counted through the parent, whose privileges are the only ones
-        // checked; partitions created later are owned by the migrator and the
-        // runtime or analyst role may not read them directly.
-        let table = log.table();
-        let rows: Vec<PartRow> = diesel::sql_query(format!(
-            "SELECT c.relname::text AS name, coalesce(n.rows, 0)::bigint AS rows \
-             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             LEFT JOIN (SELECT tableoid, count(*) AS rows FROM {table} GROUP BY tableoid) n ON n.tableoid = c.oid \
-             WHERE i.inhparent = '{table}'::regclass ORDER BY c.relname"
-        ))
-        .load(&mut c)
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.name, r.rows)).collect())
+        in_tx!(self, |c| {
+            // NB: counted through the parent, whose privileges are the only ones
+            // checked; partitions created later are owned by the migrator and the
+            // runtime or analyst role may not read them directly.
+            let table = log.table();
+            let rows: Vec<PartRow> = diesel::sql_query(format!(
+                "SELECT c.relname::text AS name, coalesce(n.rows, 0)::bigint AS rows \
+                 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 LEFT JOIN (SELECT tableoid, count(*) AS rows FROM {table} GROUP BY tableoid) n ON n.tableoid = c.oid \
+                 WHERE i.inhparent = '{table}'::regclass ORDER BY c.relname"
+            ))
+            .load(c)
+            .await?;
+            Ok(rows.into_iter().map(|r| (r.name, r.rows)).collect())
+        })
     }
 
     /// [`Store::month_partitions`] of `concept_attempts`.

@@ -27,6 +27,7 @@
 //! Attempt rows are never touched: they keep the parameters and values
 //! computed at ingest time, as the audit of what was known then.
 
+use crate::db::in_tx;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -98,11 +99,12 @@ struct AttemptRow {
 impl Store {
     /// Concepts whose recomputation is queued or under way.
     pub async fn recompute_pending(&self) -> Result<i64, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(crate::schema::mastery_recompute::table
-            .count()
-            .get_result(&mut c)
-            .await?)
+        in_tx!(self, |c| {
+            Ok(crate::schema::mastery_recompute::table
+                .count()
+                .get_result(c)
+                .await?)
+        })
     }
 
     /// Step 2 of the module doc: waits until no ingest transaction that may
@@ -110,19 +112,22 @@ impl Store {
     /// Returns how many were released (0 without taking the lock when none
     /// wait).
     pub async fn recompute_barrier(&self) -> Result<usize, StoreError> {
-        let mut c = self.conn().await?;
-        let waiting: i64 = crate::schema::mastery_recompute::table
-            .filter(
-                crate::schema::mastery_recompute::barrier_generation
-                    .ne(crate::schema::mastery_recompute::generation),
-            )
-            .count()
-            .get_result(&mut c)
-            .await?;
+        let waiting: i64 = in_tx!(self, |c| {
+            Ok(crate::schema::mastery_recompute::table
+                .filter(
+                    crate::schema::mastery_recompute::barrier_generation
+                        .ne(crate::schema::mastery_recompute::generation),
+                )
+                .count()
+                .get_result(c)
+                .await?)
+        })?;
         if waiting == 0 {
             return Ok(0);
         }
+        let mut c = self.conn().await?;
         c.transaction::<_, StoreError, _>(async |tx| {
+            self.pin_schema(tx).await?;
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({PARAMS_LOCK_KEY})"))
                 .execute(tx)
                 .await?;
@@ -143,6 +148,7 @@ impl Store {
     pub async fn recompute_step(&self, max_rows: i64) -> Result<Option<StepOutcome>, StoreError> {
         let mut c = self.conn().await?;
         c.transaction::<_, StoreError, _>(async |tx| {
+            self.pin_schema(tx).await?;
             let Some(job) = diesel::sql_query(
                 "SELECT concept_id, generation, after_user FROM mastery_recompute \
                  WHERE barrier_generation = generation \

@@ -1,5 +1,6 @@
 //! Read-only queries for summaries, checks and tests.
 
+use crate::db::in_tx;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -51,35 +52,34 @@ pub struct AttemptAudit {
 impl Store {
     /// Counts every contract table.
     pub async fn table_counts(&self) -> Result<TableCounts, StoreError> {
-        let mut c = self.conn().await?;
-        let pairs: i64 = concept_attempts::table
-            .select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-                "count(DISTINCT (user_id, concept_id))",
-            ))
-            .get_result(&mut c)
-            .await?;
-        Ok(TableCounts {
-            concepts: concepts::table.count().get_result(&mut c).await?,
-            concept_prerequisites: concept_prerequisites::table
-                .count()
-                .get_result(&mut c)
-                .await?,
-            concept_attempts: concept_attempts::table.count().get_result(&mut c).await?,
-            rubric_evaluations: rubric_evaluations::table.count().get_result(&mut c).await?,
-            mastery_records: mastery_records::table.count().get_result(&mut c).await?,
-            evaluation_logs: evaluation_logs::table.count().get_result(&mut c).await?,
-            attempted_pairs: pairs,
+        in_tx!(self, |c| {
+            let pairs: i64 = concept_attempts::table
+                .select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "count(DISTINCT (user_id, concept_id))",
+                ))
+                .get_result(c)
+                .await?;
+            Ok(TableCounts {
+                concepts: concepts::table.count().get_result(c).await?,
+                concept_prerequisites: concept_prerequisites::table.count().get_result(c).await?,
+                concept_attempts: concept_attempts::table.count().get_result(c).await?,
+                rubric_evaluations: rubric_evaluations::table.count().get_result(c).await?,
+                mastery_records: mastery_records::table.count().get_result(c).await?,
+                evaluation_logs: evaluation_logs::table.count().get_result(c).await?,
+                attempted_pairs: pairs,
+            })
         })
     }
 
     /// Every mastery row, ordered by key.
     pub async fn mastery_rows(&self) -> Result<Vec<MasteryRow>, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(mastery_records::table
-            .order((mastery_records::user_id, mastery_records::concept_id))
-            .select(MasteryRow::as_select())
-            .load(&mut c)
-            .await?)
+        in_tx!(self, |c| {
+            Ok(mastery_records::table
+                .order((mastery_records::user_id, mastery_records::concept_id))
+                .select(MasteryRow::as_select())
+                .load(c)
+                .await?)
+        })
     }
 
     /// The BKT parameters of every concept the catalogue holds now.
@@ -87,95 +87,100 @@ impl Store {
         &self,
     ) -> Result<std::collections::HashMap<String, novyra_core::BktParams>, StoreError> {
         use crate::schema::concepts;
-        let mut c = self.conn().await?;
-        let rows: Vec<(String, f64, f64, f64, f64)> = concepts::table
-            .select((
-                concepts::id,
-                concepts::bkt_p_init,
-                concepts::bkt_p_transit,
-                concepts::bkt_p_slip,
-                concepts::bkt_p_guess,
-            ))
-            .load(&mut c)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, p_init, p_transit, p_slip, p_guess)| {
-                (
-                    id,
-                    novyra_core::BktParams {
-                        p_init,
-                        p_transit,
-                        p_slip,
-                        p_guess,
-                    },
-                )
-            })
-            .collect())
+        in_tx!(self, |c| {
+            let rows: Vec<(String, f64, f64, f64, f64)> = concepts::table
+                .select((
+                    concepts::id,
+                    concepts::bkt_p_init,
+                    concepts::bkt_p_transit,
+                    concepts::bkt_p_slip,
+                    concepts::bkt_p_guess,
+                ))
+                .load(c)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, p_init, p_transit, p_slip, p_guess)| {
+                    (
+                        id,
+                        novyra_core::BktParams {
+                            p_init,
+                            p_transit,
+                            p_slip,
+                            p_guess,
+                        },
+                    )
+                })
+                .collect())
+        })
     }
 
     /// Every stored attempt in the order mastery applied them: per
     /// (user, concept), by the version each one produced.
     pub async fn attempts_in_applied_order(&self) -> Result<Vec<AttemptAudit>, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(concept_attempts::table
-            .order((
-                concept_attempts::user_id,
-                concept_attempts::concept_id,
-                concept_attempts::mastery_version,
-            ))
-            .select((
-                concept_attempts::user_id,
-                concept_attempts::concept_id,
-                concept_attempts::correct,
-                concept_attempts::hints_used,
-                concept_attempts::mastery_before,
-                concept_attempts::mastery_after,
-                (
-                    concept_attempts::bkt_p_init,
-                    concept_attempts::bkt_p_transit,
-                    concept_attempts::bkt_p_slip,
-                    concept_attempts::bkt_p_guess,
-                ),
-            ))
-            .load(&mut c)
-            .await?)
+        in_tx!(self, |c| {
+            Ok(concept_attempts::table
+                .order((
+                    concept_attempts::user_id,
+                    concept_attempts::concept_id,
+                    concept_attempts::mastery_version,
+                ))
+                .select((
+                    concept_attempts::user_id,
+                    concept_attempts::concept_id,
+                    concept_attempts::correct,
+                    concept_attempts::hints_used,
+                    concept_attempts::mastery_before,
+                    concept_attempts::mastery_after,
+                    (
+                        concept_attempts::bkt_p_init,
+                        concept_attempts::bkt_p_transit,
+                        concept_attempts::bkt_p_slip,
+                        concept_attempts::bkt_p_guess,
+                    ),
+                ))
+                .load(c)
+                .await?)
+        })
     }
 }
 
 impl Store {
     /// Attempt rows of users whose id starts with `prefix` (one demo run).
     pub async fn attempts_with_user_prefix(&self, prefix: &str) -> Result<i64, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(concept_attempts::table
-            .filter(concept_attempts::user_id.like(format!("{prefix}%")))
-            .count()
-            .get_result(&mut c)
-            .await?)
+        in_tx!(self, |c| {
+            Ok(concept_attempts::table
+                .filter(concept_attempts::user_id.like(format!("{prefix}%")))
+                .count()
+                .get_result(c)
+                .await?)
+        })
     }
 }
 
 impl Store {
     /// Evaluation rows of users whose id starts with `prefix` (one demo run).
     pub async fn evaluations_with_user_prefix(&self, prefix: &str) -> Result<i64, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(evaluation_logs::table
-            .filter(evaluation_logs::user_id.like(format!("{prefix}%")))
-            .count()
-            .get_result(&mut c)
-            .await?)
+        in_tx!(self, |c| {
+            Ok(evaluation_logs::table
+                .filter(evaluation_logs::user_id.like(format!("{prefix}%")))
+                .count()
+                .get_result(c)
+                .await?)
+        })
     }
 }
 
 impl Store {
     /// Distinct writer-schema ids among stored attempts.
     pub async fn attempt_schema_ids(&self) -> Result<Vec<i32>, StoreError> {
-        let mut c = self.conn().await?;
-        Ok(concept_attempts::table
-            .select(concept_attempts::schema_id)
-            .distinct()
-            .order(concept_attempts::schema_id)
-            .load(&mut c)
-            .await?)
+        in_tx!(self, |c| {
+            Ok(concept_attempts::table
+                .select(concept_attempts::schema_id)
+                .distinct()
+                .order(concept_attempts::schema_id)
+                .load(c)
+                .await?)
+        })
     }
 }

@@ -112,10 +112,13 @@ async fn views_and_leaderboard_answer_as_worked_out_by_hand() {
         .await
         .expect("the app role refreshes");
 
-    let analyst_url = app
-        .url
+    let analyst_url = common::session_url(&app)
         .replace("novyra_app:novyra_app@", "novyra_analyst:novyra_analyst@");
-    assert_ne!(analyst_url, app.url, "the dev stack's analyst login");
+    assert_ne!(
+        analyst_url,
+        common::session_url(&app),
+        "the dev stack's analyst login"
+    );
     let mut a = connect(&analyst_url, &schema).await;
     let concepts: Vec<ConceptRow> = diesel::sql_query(
         "SELECT concept_id, attempts, accuracy, learners, mastered, mastered_share, median_mastery \

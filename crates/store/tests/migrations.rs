@@ -96,7 +96,7 @@ async fn runtime_role_cannot_update_or_delete_attempts() {
         .await
         .expect("up");
     let app = cfg("DATABASE_URL", &schema);
-    let mut conn = AsyncPgConnection::establish(&app.url)
+    let mut conn = AsyncPgConnection::establish(&common::session_url(&app))
         .await
         .expect("connect as app");
     diesel::sql_query(format!("SET search_path TO {schema}"))
@@ -126,10 +126,9 @@ async fn runtime_role_cannot_update_or_delete_attempts() {
     }
 
     // The analyst reads and cannot write.
-    let analyst_url = app
-        .url
+    let analyst_url = common::session_url(&app)
         .replace("novyra_app:novyra_app@", "novyra_analyst:novyra_analyst@");
-    if analyst_url != app.url {
+    if analyst_url != common::session_url(&app) {
         let mut conn = AsyncPgConnection::establish(&analyst_url)
             .await
             .expect("connect as analyst");

@@ -63,7 +63,7 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
 
     // A row for a month without a partition lands in DEFAULT, and that month
     // then cannot get a partition: it is reported, and the row stays.
-    let mut c = AsyncPgConnection::establish(&cfg("DATABASE_URL", &schema).url)
+    let mut c = AsyncPgConnection::establish(&common::session_url(&cfg("DATABASE_URL", &schema)))
         .await
         .expect("connect");
     diesel::sql_query(format!("SET search_path TO {schema}"))
@@ -151,8 +151,7 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
         other.to_string().contains("not a month-partitioned log"),
         "{other}"
     );
-    let analyst_url = cfg("DATABASE_URL", &schema)
-        .url
+    let analyst_url = common::session_url(&cfg("DATABASE_URL", &schema))
         .replace("novyra_app:novyra_app@", "novyra_analyst:novyra_analyst@");
     let mut a = AsyncPgConnection::establish(&analyst_url)
         .await

@@ -17,8 +17,11 @@ struct Ssl {
     version: String,
 }
 
+/// Postgres itself (where migrations go), not PgBouncer: pg_stat_ssl
+/// shows the TLS of the session the server has with this client.
 fn url(params: &str) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (run via `make test`)");
+    let base = std::env::var("MIGRATION_DATABASE_URL")
+        .expect("MIGRATION_DATABASE_URL (run via `make test`)");
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}{params}")
 }
@@ -54,7 +57,7 @@ async fn sslmode_is_honoured_as_libpq_does() {
     // disable: in the clear; prefer (also the default): encrypted.
     assert!(!session(&url("sslmode=disable")).await.expect("disable").0);
     assert!(session(&url("sslmode=prefer")).await.expect("prefer").0);
-    let plain = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let plain = std::env::var("MIGRATION_DATABASE_URL").expect("MIGRATION_DATABASE_URL");
     assert!(
         session(&plain).await.expect("default").0,
         "libpq's default is prefer"

@@ -88,6 +88,10 @@ pub fn spawn_worker(
 pub fn command(cfg: &Config) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_novyra"));
     c.env("DATABASE_URL", &cfg.database.url)
+        .env(
+            "DATABASE_SESSION_URL",
+            cfg.database.session_url.as_deref().unwrap_or(""),
+        )
         .env("KAFKA_BROKERS", &cfg.kafka.brokers)
         .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
         .env(
@@ -99,6 +103,27 @@ pub fn command(cfg: &Config) -> Command {
             cfg.group_prefix.as_deref().unwrap_or(""),
         );
     c
+}
+
+/// `cfg`'s runtime login straight to Postgres (where migrations go) rather
+/// than through PgBouncer: for tests of what the server itself sees.
+pub fn direct_url(cfg: &Config) -> String {
+    let login = cfg
+        .database
+        .url
+        .split_once("//")
+        .and_then(|(_, r)| r.split_once('@'))
+        .expect("user@host in DATABASE_URL")
+        .0;
+    let server = cfg
+        .database
+        .migrate_url
+        .as_deref()
+        .unwrap_or(&cfg.database.url)
+        .split_once('@')
+        .expect("user@host in MIGRATION_DATABASE_URL")
+        .1;
+    format!("postgres://{login}@{server}")
 }
 
 /// Runs `novyra args...` for `cfg` to completion; returns the exit code
@@ -188,9 +213,14 @@ pub fn kill9(mut child: Child) {
 }
 
 pub async fn connect(cfg: &Config) -> AsyncPgConnection {
-    let mut c = AsyncPgConnection::establish(&cfg.database.url)
-        .await
-        .expect("connect");
+    // A session of its own (DATABASE_SESSION_URL when set): a session SET
+    // through a transaction-mode pooler would reach other clients.
+    let url = cfg
+        .database
+        .session_url
+        .as_ref()
+        .unwrap_or(&cfg.database.url);
+    let mut c = AsyncPgConnection::establish(url).await.expect("connect");
     let schema = cfg.database.schema.clone().expect("schema");
     diesel::sql_query(format!("SET search_path TO {schema}"))
         .execute(&mut c)

@@ -11,9 +11,20 @@ pub fn cfg(url_var: &str, schema: &str) -> StoreConfig {
     StoreConfig {
         url: std::env::var(url_var)
             .unwrap_or_else(|_| panic!("{url_var} not set (run via `make test`)")),
+        session_url: std::env::var("DATABASE_SESSION_URL")
+            .ok()
+            .filter(|_| url_var == "DATABASE_URL"),
         schema: Some(schema.to_owned()),
         max_connections: 2,
     }
+}
+
+/// The URL for a connection of the test's own that sets `search_path` for
+/// its session: `DATABASE_SESSION_URL` when set (`DATABASE_URL` may go
+/// through a transaction-mode pooler, where a session `SET` would reach
+/// some other client), else `c.url`.
+pub fn session_url(c: &StoreConfig) -> String {
+    c.session_url.clone().unwrap_or_else(|| c.url.clone())
 }
 
 /// A file of the stack's throwaway CA (deploy/tls.sh), under
