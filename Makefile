@@ -1,7 +1,11 @@
 # The two entry points (README): `make demo` and `make test`.
 # Both bring the local stack up first (installing it on first use).
 SHELL := /bin/bash
-export DATABASE_URL ?= postgres://novyra_app:novyra_app@127.0.0.1:5432/novyra
+# The runtime goes through PgBouncer's transaction pool (deploy/pgbouncer.sh);
+# the relay lease needs a session of its own (a session-mode pool), and
+# migrations go straight to Postgres.
+export DATABASE_URL ?= postgres://novyra_app:novyra_app@127.0.0.1:6432/novyra
+export DATABASE_SESSION_URL ?= postgres://novyra_app:novyra_app@127.0.0.1:6432/novyra_session
 export MIGRATION_DATABASE_URL ?= postgres://novyra_migrator:novyra_migrator@127.0.0.1:5432/novyra
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 export SCHEMA_REGISTRY_URL ?= http://127.0.0.1:8081/apis/ccompat/v7

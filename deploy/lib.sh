@@ -14,6 +14,8 @@ JMX_AGENT_VERSION="${JMX_AGENT_VERSION:-1.0.1}"
 
 PG_PORT=5432
 PG_REPLICA_PORT=5433
+# PgBouncer (transaction pooling) in front of PG_PORT; see deploy/pgbouncer.sh.
+PGBOUNCER_PORT=6432
 # Kafka: KAFKA_NODES=3 runs a three-node cluster; node i listens on these
 # plus 2*(i-1) (PLAINTEXT 9092, 9094, 9096; controllers 9093, 9095, 9097;
 # SASL_SSL 9192, 9194, 9196; JMX agents 9404, 9406, 9408). The ports may be

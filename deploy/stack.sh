@@ -17,6 +17,7 @@ case "$cmd" in
     # Postgres, Kafka and Neo4j share the stack's CA; make it first.
     bash "$DEPLOY_DIR/tls.sh" ensure
     bash "$DEPLOY_DIR/postgres.sh" start
+    bash "$DEPLOY_DIR/pgbouncer.sh" start
     bash "$DEPLOY_DIR/kafka.sh" start & k=$!
     bash "$DEPLOY_DIR/neo4j.sh" start & n=$!
     bash "$DEPLOY_DIR/apicurio.sh" start & a=$!
@@ -32,8 +33,8 @@ case "$cmd" in
     log "stack is up"
     ;;
   down)
-    for s in telemetry registry-proxy apicurio neo4j kafka postgres-replica postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
+    for s in telemetry registry-proxy apicurio neo4j kafka pgbouncer postgres-replica postgres; do bash "$DEPLOY_DIR/$s.sh" stop; done ;;
   status)
-    for s in postgres postgres-replica kafka neo4j apicurio registry-proxy telemetry; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
+    for s in postgres pgbouncer postgres-replica kafka neo4j apicurio registry-proxy telemetry; do bash "$DEPLOY_DIR/$s.sh" status; done ;;
   *) die "usage: stack.sh up|down|status" ;;
 esac

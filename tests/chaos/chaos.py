@@ -486,7 +486,7 @@ def wait_drained(env, db_url, schema, timeout):
             lag = sum(int(json.loads(line)["lag"]) for line in p.stdout.splitlines() if line.strip())
         try:
             with psycopg.connect(db_url) as db:
-                db.execute(f'SET search_path TO "{schema}"')
+                db.execute(f'SET LOCAL search_path TO "{schema}"')  # one transaction: PgBouncer-safe
                 outbox = db.execute("SELECT count(*) FROM mastery_outbox").fetchone()[0]
                 queued = db.execute("SELECT count(*) FROM mastery_recompute").fetchone()[0]
         except psycopg.Error:
@@ -503,7 +503,7 @@ def check(load, run, env, violations):
     counts = {}
     # Postgres
     with psycopg.connect(env["DATABASE_URL"]) as db:
-        db.execute(f'SET search_path TO "{run}"')
+        db.execute(f'SET LOCAL search_path TO "{run}"')  # one transaction: PgBouncer-safe
         stored = db.execute("SELECT event_id, count(*) FROM concept_attempts GROUP BY 1").fetchall()
         rows = db.execute(
             "SELECT user_id, concept_id, mastery, attempts_total, attempts_correct, "
