@@ -210,6 +210,7 @@ class Load(threading.Thread):
                        "param_changes": 0, "links": 0, "unlinks": 0}
         self.published = set()
         self.seq = 0
+        self.error = None             # why the load thread died, if it did
 
     def topic(self, t):
         return f"{self.prefix}.{t}"
@@ -230,7 +231,19 @@ class Load(threading.Thread):
         self.producer.poll(0)
 
     def encode(self, t, event):
-        return self.ser[t](event, SerializationContext(self.topic(t), MessageField.VALUE))
+        """Serializes through the registry, riding out its outages like a
+        producing app would: the registry (and the Postgres it keeps its
+        schemas in) is stopped on purpose here, and a subject's first use
+        asks it for the latest version. Gives up only after 5 minutes."""
+        deadline, delay = time.time() + 300, 0.2
+        while True:
+            try:
+                return self.ser[t](event, SerializationContext(self.topic(t), MessageField.VALUE))
+            except Exception:  # SchemaRegistryError, or the HTTP client's connection errors
+                if time.time() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def concept_event(self, i, params=None):
         cid = f"{self.prefix}-c{i:02d}"
@@ -242,10 +255,11 @@ class Load(threading.Thread):
             ev["difficulty"] = self.concepts[cid]["difficulty"]
         if params:
             ev.update(params)
+        value = self.encode("concepts", ev)  # first: only what is sent is counted
         self.concepts[cid] = ev
         self.published.add(i)
         self.counts["concepts"] += 1
-        self.produce("concepts", cid, self.encode("concepts", ev))
+        self.produce("concepts", cid, value)
 
     def new_params(self):
         return {"bkt_p_init": round(self.rng.uniform(0.05, 0.5), 3),
@@ -267,10 +281,11 @@ class Load(threading.Thread):
         def acked(_msg, eid=ev["event_id"]):
             with self.lock:
                 self.acked_ids.add(eid)
+        value = self.encode("attempts", ev)  # first: only what is sent is counted
         with self.lock:
             self.attempts.append(ev)
         self.counts["attempts"] += 1
-        self.produce("attempts", ev["user_id"], self.encode("attempts", ev), acked)
+        self.produce("attempts", ev["user_id"], value, acked)
 
     def poison_record(self):
         user = f"{self.prefix}-u{self.rng.randrange(USERS):03d}"
@@ -306,9 +321,10 @@ class Load(threading.Thread):
         else:
             ev = {"prerequisite_id": f"{self.prefix}-c{a:02d}", "concept_id": f"{self.prefix}-c{b:02d}",
                   "linked_at": int(time.time() * 1000)}
+            value = self.encode("prerequisites", ev)  # first: only what is sent is counted
             self.links[key] = ev
             self.counts["links"] += 1
-            self.produce("prerequisites", key, self.encode("prerequisites", ev))
+            self.produce("prerequisites", key, value)
 
     def start_catalogue(self):
         for i in range(FIRST_CONCEPTS):
@@ -320,6 +336,13 @@ class Load(threading.Thread):
                 self.concept_event(i)
 
     def run(self):
+        try:
+            self.load()
+        except Exception as e:  # reported as a violation, not a stray traceback
+            self.error = f"{type(e).__name__}: {e}"
+            raise
+
+    def load(self):
         r = self.rng
         while not self.stop_flag.is_set():
             for _ in range(15):
@@ -614,6 +637,8 @@ def check(load, run, env, violations):
     if dlq != want_dlq:
         violations.append(f"DLQ: {len(dlq)} distinct records, {len(want_dlq)} poison injected; "
                           f"missing {sorted(want_dlq - dlq)[:3]}, unexpected {sorted(dlq - want_dlq)[:3]}")
+    if load.error:
+        violations.append(f"the load generator stopped early: {load.error}")
     if load.failed:
         violations.append(f"{len(load.failed)} deliveries failed: {load.failed[:3]}")
     return counts
