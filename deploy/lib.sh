@@ -11,6 +11,9 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 NEO4J_VERSION="${NEO4J_VERSION:-5.26.0}"
 APICURIO_VERSION="${APICURIO_VERSION:-3.0.9}"
 JMX_AGENT_VERSION="${JMX_AGENT_VERSION:-1.0.1}"
+# The Go module version of github.com/jaegertracing/jaeger (its v2 binary,
+# cmd/jaeger); deploy/jaeger/go.mod pins it and every dependency.
+JAEGER_VERSION="1.76.0"
 
 PG_PORT=5432
 PG_REPLICA_PORT=5433
@@ -34,6 +37,14 @@ PROMETHEUS_PORT=9090
 PG_EXPORTER_PORT=9187
 KAFKA_JMX_PORT="${KAFKA_JMX_PORT:-9404}"
 NEO4J_JMX_PORT=9405
+# Traces (FULL=1): Jaeger takes OTLP on 4317 (gRPC) and 4318 (HTTP) and
+# answers queries and serves its UI on 16686; see deploy/jaeger.sh.
+JAEGER_OTLP_PORT=4317
+JAEGER_OTLP_HTTP_PORT=4318
+JAEGER_QUERY_PORT=16686
+JAEGER_QUERY_GRPC_PORT=16685
+JAEGER_HEALTH_PORT=13133
+JAEGER_METRICS_PORT=8888
 
 # Dev-only credentials of the local stack (documented in README.md).
 PG_SUPERUSER_PASSWORD="${PG_SUPERUSER_PASSWORD:-postgres}"
