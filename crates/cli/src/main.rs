@@ -15,6 +15,7 @@ use novyra_core::{
 };
 use novyra_pipeline::loadgen;
 use novyra_pipeline::run::{self, Worker};
+use novyra_pipeline::telemetry::Telemetry;
 use novyra_pipeline::{CancellationToken, Config};
 use novyra_registry::{Codec, EventKind};
 
@@ -33,19 +34,6 @@ mod dlq;
 mod lag;
 mod replay;
 mod tail;
-
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,rdkafka=warn".into());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
 
 fn shutdown_token() -> CancellationToken {
     let stop = CancellationToken::new();
@@ -175,14 +163,24 @@ const RECONCILE_REFUSED: u8 = 3;
 /// away (`novyra tail … | head -1`) is not an error: the output simply ends.
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run_cli().await {
+    let cli = Cli::parse();
+    let telemetry = match Telemetry::init(cli.log_json) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run_cli(cli).await {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:?}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }
 
 /// A topic given on the command line: a kind (`attempts`, `dlq`, …) from
@@ -208,9 +206,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-async fn run_cli() -> Result<ExitCode> {
-    let cli = Cli::parse();
-    init_logs(cli.log_json);
+async fn run_cli(cli: Cli) -> Result<ExitCode> {
     let cfg = Config::load(cli.config.as_deref()).context("configuration")?;
     dispatch(cli.cmd, &cfg).await.map_err(|e| {
         // neo4rs errors do not say which server they came from; with a

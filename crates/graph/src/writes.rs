@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
-use neo4rs::{query, BoltType};
+use neo4rs::{query, BoltType, Txn};
 use novyra_core::{ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
+use tracing::Instrument;
 
 use crate::{GraphError, GraphStore};
 
@@ -136,15 +137,14 @@ impl GraphStore {
                 .iter()
                 .map(|id| HashMap::from([("id", BoltType::from(id.as_str()))]))
                 .collect();
-            txn.run(query(DELETE_CONCEPTS).param("rows", rows)).await?;
+            statement(&mut txn, "delete_concepts", DELETE_CONCEPTS, rows).await?;
         }
         if !b.unlinks.is_empty() {
-            txn.run(query(UNLINK).param("rows", pairs(&b.unlinks, "pre", "con")))
-                .await?;
+            statement(&mut txn, "unlink", UNLINK, pairs(&b.unlinks, "pre", "con")).await?;
         }
         if !b.mastery_deletes.is_empty() {
-            txn.run(query(UNMASTER).param("rows", pairs(&b.mastery_deletes, "user", "concept")))
-                .await?;
+            let rows = pairs(&b.mastery_deletes, "user", "concept");
+            statement(&mut txn, "unmaster", UNMASTER, rows).await?;
         }
         if !b.concepts.is_empty() {
             let rows: Vec<Row> = b
@@ -160,12 +160,11 @@ impl GraphStore {
                     ])
                 })
                 .collect();
-            txn.run(query(UPSERT_CONCEPTS).param("rows", rows)).await?;
+            statement(&mut txn, "upsert_concepts", UPSERT_CONCEPTS, rows).await?;
         }
         if !b.links.is_empty() {
             let keys: Vec<(String, String)> = b.links.keys().cloned().collect();
-            txn.run(query(LINK).param("rows", pairs(&keys, "pre", "con")))
-                .await?;
+            statement(&mut txn, "link", LINK, pairs(&keys, "pre", "con")).await?;
         }
         if !b.mastery.is_empty() {
             let rows: Vec<Row> = b
@@ -181,9 +180,40 @@ impl GraphStore {
                     ])
                 })
                 .collect();
-            txn.run(query(MASTERY).param("rows", rows)).await?;
+            statement(&mut txn, "merge_mastery", MASTERY, rows).await?;
         }
-        txn.commit().await?;
+        txn.commit()
+            .instrument(tracing::info_span!(
+                "neo4j.commit",
+                otel.name = "neo4j commit",
+                otel.kind = "client",
+                db.system.name = "neo4j",
+            ))
+            .await?;
         Ok(())
     }
+}
+
+/// Runs one `UNWIND` statement of a batch in a span of its own: with
+/// tracing on, each Cypher statement is a client span of the batch that
+/// wrote it, with its text and row count.
+async fn statement(
+    txn: &mut Txn,
+    operation: &'static str,
+    cypher: &'static str,
+    rows: Vec<Row>,
+) -> Result<(), GraphError> {
+    let span = tracing::info_span!(
+        "neo4j.statement",
+        otel.name = %format_args!("neo4j {operation}"),
+        otel.kind = "client",
+        db.system.name = "neo4j",
+        db.operation.name = operation,
+        db.query.text = cypher,
+        novyra.rows = rows.len(),
+    );
+    txn.run(query(cypher).param("rows", rows))
+        .instrument(span)
+        .await?;
+    Ok(())
 }

@@ -6,7 +6,8 @@
 //! change-stream loop they share), `reconcile` repairs what they wrote,
 //! `run` orchestrates them (and nothing below depends on it), `demo` holds
 //! the generator and summary. Errors live in `error`, every metric in
-//! `metrics`, readiness, its HTTP endpoints and retry in `health`.
+//! `metrics`, readiness, its HTTP endpoints and retry in `health`; logs,
+//! traces and trace context across Kafka and the outbox in `telemetry`.
 //!
 //! ```text
 //! attempts ──ingest──▶ Postgres (+ outbox) ──relay──▶ mastery
@@ -23,6 +24,7 @@ pub mod health;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
+pub mod telemetry;
 pub mod workers;
 
 pub use demo::{loadgen, summary};

@@ -51,6 +51,10 @@ pub struct AttemptBatch {
     pub records: Vec<IngestRecord>,
     /// Offset advance per partition.
     pub advances: Vec<OffsetAdvance>,
+    /// W3C `traceparent` of the span this batch is written in, queued with
+    /// its mastery changes so their records continue the trace (None when
+    /// tracing is off).
+    pub traceparent: Option<String>,
 }
 
 /// What a committed batch did.
@@ -338,8 +342,13 @@ async fn apply_batch(
             .await?;
     }
 
-    outcome.mastery_changed =
-        write_mastery(tx, include_str!("sql/upsert_mastery.sql"), &mastery).await?;
+    outcome.mastery_changed = write_mastery(
+        tx,
+        include_str!("sql/upsert_mastery.sql"),
+        &mastery,
+        batch.traceparent.as_deref(),
+    )
+    .await?;
     if outcome.mastery_changed != mastery.len() {
         // A recomputation replaced some of the rows read above.
         return Err(StoreError::Conflict(format!(
@@ -482,8 +491,9 @@ pub(crate) async fn write_mastery(
     tx: &mut AsyncPgConnection,
     sql: &str,
     rows: &[MasteryRow],
+    traceparent: Option<&str>,
 ) -> Result<usize, StoreError> {
-    use diesel::sql_types::{Array, BigInt, Double, Text, Timestamptz};
+    use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz};
     if rows.is_empty() {
         return Ok(0);
     }
@@ -505,6 +515,7 @@ pub(crate) async fn write_mastery(
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+        .bind::<Nullable<Text>, _>(traceparent)
         .execute(tx)
         .await?;
     Ok(n)

@@ -41,16 +41,28 @@ impl std::fmt::Debug for RelayLease {
     }
 }
 
+/// One mastery change waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Outbox id: commit order per key, and what [`RelayLease::delete`] takes.
+    pub id: i64,
+    /// The change.
+    pub event: MasteryUpdated,
+    /// W3C `traceparent` of the transaction that queued it, for the
+    /// record's header (None when tracing was off).
+    pub traceparent: Option<String>,
+}
+
 impl RelayLease {
-    /// Up to `limit` committed outbox rows in id order: (id, event).
-    pub async fn take(&mut self, limit: i64) -> Result<Vec<(i64, MasteryUpdated)>, StoreError> {
+    /// Up to `limit` committed outbox rows in id order.
+    pub async fn take(&mut self, limit: i64) -> Result<Vec<Queued>, StoreError> {
         let rows: Vec<OutboxRow> = mastery_outbox::table
             .order(mastery_outbox::id)
             .limit(limit)
             .select(OutboxRow::as_select())
             .load(&mut self.conn)
             .await?;
-        Ok(rows.into_iter().map(|r| (r.id, r.into_event())).collect())
+        Ok(rows.into_iter().map(OutboxRow::into_queued).collect())
     }
 
     /// Deletes the rows relayed; call only once Kafka acknowledged every one.
@@ -125,9 +137,19 @@ struct OutboxRow {
     confidence_weight: f64,
     last_event_id: String,
     updated_at: chrono::DateTime<chrono::Utc>,
+    traceparent: Option<String>,
 }
 
 impl OutboxRow {
+    fn into_queued(self) -> Queued {
+        let (id, traceparent) = (self.id, self.traceparent.clone());
+        Queued {
+            id,
+            traceparent,
+            event: self.into_event(),
+        }
+    }
+
     fn into_event(self) -> MasteryUpdated {
         MasteryUpdated {
             user_id: self.user_id,

@@ -205,8 +205,13 @@ impl Store {
                 &by_user(&job.concept_id, attempts),
             );
             out.rows_changed = changed.len();
-            let written =
-                write_mastery(tx, include_str!("sql/recompute_mastery.sql"), &changed).await?;
+            let written = write_mastery(
+                tx,
+                include_str!("sql/recompute_mastery.sql"),
+                &changed,
+                None,
+            )
+            .await?;
             if written != changed.len() {
                 return Err(StoreError::Conflict(format!(
                     "recompute of {}: {written} of {} rows written",

@@ -96,6 +96,7 @@ diesel::table! {
         last_event_id -> Text,
         updated_at -> Timestamptz,
         created_at -> Timestamptz,
+        traceparent -> Nullable<Text>,
     }
 }
 

@@ -16,10 +16,12 @@ use novyra_kafka::rdkafka::message::{Message, OwnedMessage};
 use novyra_registry::{Codec, EventKind};
 use novyra_store::evaluations::EvaluationRecord;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::consumer::{key_str, send_to_dlq, Ctx, Refused, Source};
 use crate::error::WorkerError;
 use crate::health::retry;
+use crate::telemetry;
 use crate::{Config, Health};
 use novyra_core::Topic;
 
@@ -284,12 +286,45 @@ pub async fn consume<S: ChangeSink + Sync>(
         if !refused.is_empty() {
             send_to_dlq(&producer, &dlq_topic, group, &refused, health, &stop).await?;
         }
+        // One span per batch, continuing the trace of its first record
+        // that carries one (see crate::telemetry); for a mastery record
+        // that is the ingest transaction that computed it.
+        let span = tracing::info_span!(
+            "sink.batch",
+            otel.name = %format_args!("{group} apply"),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.consumer.group.name = group,
+            messaging.batch.message_count = msgs.len(),
+            novyra.dependency = S::DEPENDENCY,
+            novyra.offsets = tracing::field::Empty,
+            novyra.user_id = tracing::field::Empty,
+            novyra.concept_id = tracing::field::Empty,
+            novyra.last_event_id = tracing::field::Empty,
+        );
+        if telemetry::exporting() {
+            let offsets = msgs
+                .iter()
+                .map(|m| (format!("{}/{}", m.topic(), m.partition()), m.offset()));
+            span.record("novyra.offsets", telemetry::offset_ranges(offsets).as_str());
+        }
+        let head = telemetry::follow(&span, msgs.iter().map(telemetry::record_context));
+        if let Some(Change::Mastery(m)) = head
+            .and_then(|i| good.iter().position(|&g| g == i))
+            .map(|at| &changes[at])
+        {
+            span.record("novyra.user_id", m.user_id.as_str());
+            span.record("novyra.concept_id", m.concept_id.as_str());
+            span.record("novyra.last_event_id", m.last_event_id.as_str());
+        }
         let mut applied = changes.len() as u64;
         let batch = sink.prepare(changes);
         let started = Instant::now();
         let written = retry(health, S::DEPENDENCY, &stop, S::retryable, || {
             sink.write(&batch)
         })
+        .instrument(span.clone())
         .await;
         drop(batch);
         let rejected = match written {
@@ -303,7 +338,9 @@ pub async fn consume<S: ChangeSink + Sync>(
                         again.push((i, c));
                     }
                 }
-                isolate(sink, health, &stop, again).await?
+                isolate(sink, health, &stop, again)
+                    .instrument(span.clone())
+                    .await?
             }
         };
         if !rejected.is_empty() {

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::consumer::{key_str, send_to_dlq, Ctx, PostgresStart, Refused, Source};
 use crate::health::retry;
+use crate::telemetry;
 use crate::{Config, Health};
 use novyra_core::{Group, Topic};
 
@@ -176,31 +177,72 @@ pub async fn run(
             months_ready.extend(months);
         }
 
+        // One span per batch, continuing the trace of its first attempt
+        // that carries one (see crate::telemetry).
+        let span = tracing::info_span!(
+            "ingest.batch",
+            otel.name = "ingest attempts",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %topic,
+            messaging.consumer.group.name = group,
+            messaging.batch.message_count = batch_len,
+            novyra.offsets = tracing::field::Empty,
+            novyra.refused = refused_len,
+            novyra.lanes = tracing::field::Empty,
+        );
+        if telemetry::exporting() {
+            let offsets = accepted.iter().map(|m| (m.partition(), m.offset()));
+            span.record("novyra.offsets", telemetry::offset_ranges(offsets).as_str());
+        }
+        telemetry::follow(&span, accepted.iter().map(telemetry::record_context));
+
         // Partitions never share a user, so their writes are independent:
         // split the batch into lanes by partition and commit the lanes in
         // parallel transactions. Each lane is fenced on its own partitions,
         // so a lane is all-or-nothing exactly like a whole batch.
-        let lanes = split_lanes(group, &topic, records, advances, cfg.pipeline.write_lanes);
+        let mut lanes = split_lanes(group, &topic, records, advances, cfg.pipeline.write_lanes);
+        span.record("novyra.lanes", lanes.len());
+        // A span per transaction, whose context the outbox rows keep: the
+        // mastery records they become continue this trace.
+        let lane_spans: Vec<tracing::Span> = lanes
+            .iter_mut()
+            .map(|b| {
+                let lane = tracing::info_span!(
+                    parent: &span,
+                    "pg.transaction",
+                    otel.name = "postgres commit_attempts",
+                    otel.kind = "client",
+                    db.system.name = "postgresql",
+                    db.operation.name = "commit_attempts",
+                    messaging.destination.name = %topic,
+                    novyra.attempts = b.records.len(),
+                    novyra.offsets = tracing::field::Empty,
+                );
+                if telemetry::exporting() {
+                    let offsets = b.records.iter().map(|r| (r.partition, r.offset));
+                    lane.record("novyra.offsets", telemetry::offset_ranges(offsets).as_str());
+                }
+                b.traceparent = telemetry::traceparent(&lane);
+                lane
+            })
+            .collect();
         let started = Instant::now();
         let store_ref = &store;
-        let span = tracing::info_span!(
-            "batch",
-            group,
-            records = batch_len,
-            refused = refused_len,
-            lanes = lanes.len()
-        );
-        let outcomes = futures::future::join_all(lanes.iter().map(|batch| {
-            retry(
-                health,
-                "postgres",
-                &stop,
-                StoreError::is_retryable,
-                move || store_ref.commit_attempts(batch),
-            )
-        }))
-        .instrument(span)
-        .await;
+        let outcomes =
+            futures::future::join_all(lanes.iter().zip(lane_spans).map(|(batch, lane)| {
+                retry(
+                    health,
+                    "postgres",
+                    &stop,
+                    StoreError::is_retryable,
+                    move || store_ref.commit_attempts(batch),
+                )
+                .instrument(lane)
+            }))
+            .instrument(span)
+            .await;
         let mut committed_partitions: HashSet<i32> = HashSet::new();
         for (batch, outcome) in lanes.iter().zip(outcomes) {
             match outcome {
@@ -275,6 +317,7 @@ fn split_lanes(
             topic: topic.to_owned(),
             records: Vec::new(),
             advances: Vec::new(),
+            traceparent: None,
         })
         .collect();
     let lane = |p: i32| usize::try_from(p).unwrap_or(0) % lanes;

@@ -12,8 +12,10 @@ use novyra_registry::{Codec, EventKind};
 use novyra_store::outbox::RelayLease;
 use novyra_store::Store;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::WorkerError;
+use crate::telemetry;
 use crate::{Config, Health};
 use novyra_core::Topic;
 
@@ -94,21 +96,48 @@ async fn relay_round(
         return Ok(0);
     }
     let mut payloads = Vec::with_capacity(rows.len());
-    for (_, e) in &rows {
+    for q in &rows {
+        let e = &q.event;
         let bytes = codec
             .encode(topic, EventKind::Mastery, e)
             .await
             .map_err(|e| e.to_string())?;
         payloads.push((keys::mastery_key(&e.user_id, &e.concept_id), bytes));
     }
-    let sends = payloads.iter().map(|(k, v)| {
-        producer.send(
-            FutureRecord::to(topic).key(k).payload(v),
-            Duration::from_secs(60),
-        )
+    // Each record carries the trace context its row was queued with, so the
+    // graph's write continues the ingest's trace; the produce span itself
+    // continues the first (see crate::telemetry).
+    let span = tracing::info_span!(
+        "relay.produce",
+        otel.name = "relay mastery",
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = rows.len(),
+        novyra.offsets = tracing::field::Empty,
+    );
+    telemetry::follow(
+        &span,
+        rows.iter()
+            .map(|q| q.traceparent.as_deref().and_then(telemetry::context_of)),
+    );
+    let sends = payloads.iter().zip(&rows).map(|((k, v), q)| {
+        let mut record = FutureRecord::to(topic).key(k).payload(v);
+        if let Some(h) = telemetry::headers_for(q.traceparent.as_deref()) {
+            record = record.headers(h);
+        }
+        producer.send(record, Duration::from_secs(60))
     });
-    try_join_all(sends).await.map_err(|(e, _)| e.to_string())?;
-    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    let delivered = try_join_all(sends)
+        .instrument(span.clone())
+        .await
+        .map_err(|(e, _)| e.to_string())?;
+    if telemetry::exporting() {
+        let offsets = delivered.iter().map(|d| (d.partition, d.offset));
+        span.record("novyra.offsets", telemetry::offset_ranges(offsets).as_str());
+    }
+    let ids: Vec<i64> = rows.iter().map(|q| q.id).collect();
     match l.delete(&ids).await {
         Ok(_) => Ok(rows.len()),
         Err(e) => {

@@ -18,9 +18,10 @@ WITH m AS (
     RETURNING r.user_id, r.concept_id, r.mastery, r.version, r.attempts_total,
               r.attempts_correct, r.confidence_weight, r.last_event_id, r.updated_at
 )
+-- $10: the trace context of this transaction (NULL when tracing is off).
 INSERT INTO mastery_outbox (
     user_id, concept_id, mastery, version, attempts_total, attempts_correct,
-    confidence_weight, last_event_id, updated_at)
+    confidence_weight, last_event_id, updated_at, traceparent)
 SELECT user_id, concept_id, mastery, version, attempts_total, attempts_correct,
-       confidence_weight, last_event_id, updated_at
+       confidence_weight, last_event_id, updated_at, $10::text
 FROM m
