@@ -16,14 +16,50 @@ use novyra_pipeline::{CancellationToken, Config};
 pub use novyra_testkit::{config, setup};
 
 /// Runs catalog, ingest and graph in process until every group is idle.
+/// If that takes too long, the panic says what was still not idle.
 pub async fn run_all(cfg: &Config) {
-    tokio::time::timeout(
+    match tokio::time::timeout(
         Duration::from_secs(240),
         run::run(cfg, &Worker::ALL, true, CancellationToken::new()),
     )
     .await
-    .expect("pipeline went idle in time")
-    .expect("pipeline ran");
+    {
+        Ok(ran) => ran.expect("pipeline ran"),
+        Err(_) => panic!("pipeline not idle after 240 s: {}", not_idle(cfg).await),
+    }
+}
+
+/// What keeps `run --exit-when-idle` from stopping: partitions with lag,
+/// rows in the outbox, recomputations queued.
+async fn not_idle(cfg: &Config) -> String {
+    let mut out = Vec::new();
+    match run::all_lag(cfg).await {
+        Ok(groups) => {
+            for (g, ps) in groups {
+                for p in ps.iter().filter(|p| p.lag() != 0) {
+                    out.push(format!(
+                        "{g} {}/{} committed {:?} low {} high {}",
+                        p.topic, p.partition, p.committed, p.low, p.high
+                    ));
+                }
+            }
+        }
+        Err(e) => out.push(format!("lag unreadable: {e}")),
+    }
+    match novyra_store::Store::new(&cfg.store()) {
+        Ok(s) => {
+            out.push(format!("outbox {:?}", s.outbox_len().await));
+            out.push(format!("recompute pending {:?}", s.recompute_pending().await));
+            let group = cfg.group(novyra_pipeline::ingest::GROUP);
+            let topic = cfg.topic(Topic::Attempts);
+            out.push(format!(
+                "ingest offsets in postgres {:?}",
+                s.stored_offsets(&group, &topic).await
+            ));
+        }
+        Err(e) => out.push(format!("store: {e}")),
+    }
+    out.join("; ")
 }
 
 /// The headers of the first `expect` DLQ records (or fewer after 20 s), by
