@@ -65,7 +65,48 @@ impl GraphError {
             GraphError::Row(_) => false,
         }
     }
+
+    /// A `Neo.TransientError.*`: the server aborted the transaction for a
+    /// reason of the moment (it was chosen as a deadlock's victim, a lock
+    /// wait timed out), so the same transaction run again may well commit.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GraphError::Neo4j(neo4rs::Error::Neo4j(e))
+            if e.kind() == neo4rs::Neo4jErrorKind::Transient)
+    }
 }
+
+/// Runs a write transaction again when Neo4j aborts it with a transient
+/// error, as the official drivers' managed transactions do. Two writers of
+/// the same edges (the graph sink and a repairing reconciliation, or two
+/// sink instances during a rebalance) take locks in different orders, and
+/// Neo4j then aborts one of them; every write in this crate is idempotent
+/// (`MERGE`, version-guarded `SET`), so running it again is safe, and a
+/// one-shot job like `reconcile` should not fail over it. Other errors, and
+/// a transient one that persists past the last try, go to the caller.
+async fn transient_retry<T, F, Fut>(op: &'static str, f: F) -> Result<T, GraphError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, GraphError>>,
+{
+    use backon::Retryable;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(50))
+        .with_max_delay(std::time::Duration::from_secs(2))
+        .with_max_times(TRANSIENT_RETRIES)
+        .with_jitter();
+    f.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(GraphError::is_transient)
+        .notify(|e, wait| {
+            tracing::warn!(operation = op, error = %e, retry_in_ms = wait.as_millis() as u64,
+                "neo4j aborted a write transaction, running it again");
+        })
+        .await
+}
+
+/// How often [`transient_retry`] runs a transaction again: with jittered
+/// doubling from 50 ms to at most 2 s, about 8 s of trying in all.
+const TRANSIENT_RETRIES: usize = 8;
 
 /// A connection pool to one Neo4j database.
 #[derive(Clone)]

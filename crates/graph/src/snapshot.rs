@@ -168,6 +168,7 @@ impl GraphStore {
     /// Writes mastery edges as reconciliation repairs them: like the sink's
     /// version-guarded write, but an edge of the *same* version is
     /// overwritten too (its score was corrupted); a newer one never is.
+    /// Like [`GraphStore::write`], a deadlock's victim is run again.
     pub async fn repair_mastery(
         &self,
         edges: &[(String, String, f64, i64, i64)],
@@ -187,9 +188,13 @@ impl GraphStore {
                 ])
             })
             .collect();
-        let mut txn = self.graph.start_txn().await?;
-        txn.run(query(REPAIR_MASTERY).param("rows", rows)).await?;
-        txn.commit().await?;
-        Ok(())
+        crate::transient_retry("repair_mastery", || async {
+            let mut txn = self.graph.start_txn().await?;
+            txn.run(query(REPAIR_MASTERY).param("rows", rows.clone()))
+                .await?;
+            txn.commit().await?;
+            Ok(())
+        })
+        .await
     }
 }

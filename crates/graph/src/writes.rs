@@ -1,6 +1,6 @@
 //! Batched, idempotent writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use neo4rs::{query, BoltType, Txn};
 use novyra_core::{ConceptUpserted, MasteryUpdated, PrerequisiteLinked};
@@ -12,18 +12,22 @@ use crate::{GraphError, GraphStore};
 pub type MasteryEdge = MasteryUpdated;
 
 /// One coalesced batch: the newest state per key, in one transaction.
+///
+/// Keyed maps are ordered so that every writer takes Neo4j's locks in the
+/// same order (by key), which makes deadlocks between two writers of
+/// overlapping batches rarer; [`GraphStore::write`] retries the rest.
 #[derive(Debug, Default, Clone)]
 pub struct GraphBatch {
     /// Concepts to upsert, by id.
-    pub concepts: HashMap<String, ConceptUpserted>,
+    pub concepts: BTreeMap<String, ConceptUpserted>,
     /// Concept ids to delete (with their edges).
     pub concept_deletes: Vec<String>,
     /// Links to make, by key.
-    pub links: HashMap<(String, String), PrerequisiteLinked>,
+    pub links: BTreeMap<(String, String), PrerequisiteLinked>,
     /// Links to remove.
     pub unlinks: Vec<(String, String)>,
     /// Mastery edges, newest version per (user, concept).
-    pub mastery: HashMap<(String, String), MasteryUpdated>,
+    pub mastery: BTreeMap<(String, String), MasteryUpdated>,
     /// Mastery edges to remove (tombstones).
     pub mastery_deletes: Vec<(String, String)>,
 }
@@ -125,11 +129,16 @@ const UNMASTER: &str = "UNWIND $rows AS row \
 
 impl GraphStore {
     /// Writes a batch in one transaction: deletes, then concepts, links and
-    /// mastery, so a batch that deletes and recreates ends recreated.
+    /// mastery, so a batch that deletes and recreates ends recreated. A
+    /// transaction Neo4j aborts as a deadlock's victim is run again.
     pub async fn write(&self, b: &GraphBatch) -> Result<(), GraphError> {
         if b.is_empty() {
             return Ok(());
         }
+        crate::transient_retry("write", || self.write_once(b)).await
+    }
+
+    async fn write_once(&self, b: &GraphBatch) -> Result<(), GraphError> {
         let mut txn = self.graph.start_txn().await?;
         if !b.concept_deletes.is_empty() {
             let rows: Vec<Row> = b

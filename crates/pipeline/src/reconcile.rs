@@ -352,6 +352,8 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
             Some(_) => {}
         }
     }
+    // In key order, as the sink writes, so the two take locks alike.
+    repairs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     for k in edges.keys() {
         if !want_edges.contains_key(k) && !deleted.contains(&k.1) {
             report.extra_mastery += 1;
