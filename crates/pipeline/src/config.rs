@@ -97,6 +97,11 @@ pub struct DatabaseSection {
     pub schema: Option<String>,
     /// Pool size per process.
     pub max_connections: usize,
+    /// The longest one Postgres transaction may take before it is
+    /// abandoned (its connection closed, so the server rolls it back) and
+    /// retried; a stuck connection then costs this long, not a stalled
+    /// worker. Default 60 000.
+    pub transaction_timeout_ms: u64,
 }
 
 /// Registry settings.
@@ -195,6 +200,7 @@ impl Default for DatabaseSection {
             analytics_url: None,
             schema: None,
             max_connections: 8,
+            transaction_timeout_ms: novyra_store::DEFAULT_TRANSACTION_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -399,6 +405,9 @@ impl Config {
         if let Err(e) = novyra_store::connect::split_tls_params(&self.database.url) {
             return bad("database.url", &e.to_string());
         }
+        if self.database.transaction_timeout_ms == 0 {
+            return bad("database.transaction_timeout_ms", "must be above 0");
+        }
         for (key, env_var, url) in [
             (
                 "database.analytics_url",
@@ -491,6 +500,9 @@ impl Config {
             session_url: self.database.session_url.clone(),
             schema: self.database.schema.clone(),
             max_connections: self.database.max_connections,
+            transaction_timeout: std::time::Duration::from_millis(
+                self.database.transaction_timeout_ms,
+            ),
         }
     }
 
@@ -619,6 +631,31 @@ mod tests {
         .expect_err("not a URL");
         assert!(err.to_string().contains("database.session_url"), "{err}");
         assert!(err.to_string().contains("DATABASE_SESSION_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_transaction_deadline_reaches_the_store_and_zero_fails_fast() {
+        let env = |k: &str| (k == "DATABASE_URL").then(|| "postgres://app@h/db".to_owned());
+        let cfg = Config::load_with(None, env).expect("loads");
+        assert_eq!(
+            cfg.store().transaction_timeout,
+            std::time::Duration::from_secs(60)
+        );
+        let file =
+            std::env::temp_dir().join(format!("novyra-deadline-{}.toml", std::process::id()));
+        std::fs::write(&file, "[database]\ntransaction_timeout_ms = 1500\n").expect("write");
+        let cfg = Config::load_with(Some(&file), env).expect("loads");
+        assert_eq!(
+            cfg.store().transaction_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        std::fs::write(&file, "[database]\ntransaction_timeout_ms = 0\n").expect("write");
+        let err = Config::load_with(Some(&file), env).expect_err("zero");
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            err.to_string().contains("database.transaction_timeout_ms"),
+            "{err}"
+        );
     }
 
     #[test]

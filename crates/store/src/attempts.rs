@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use novyra_core::{BktParams, ConceptAttempted, MasteryState};
 
 use crate::schema::{concepts, consumer_offsets, mastery_records, rubric_evaluations};
@@ -180,12 +180,7 @@ impl Store {
     /// [`StoreError::Fenced`] (and changes nothing) if any partition's stored
     /// offset is no longer the one the batch started from.
     pub async fn commit_attempts(&self, batch: &AttemptBatch) -> Result<IngestOutcome, StoreError> {
-        let mut c = self.conn().await?;
-        c.transaction::<_, StoreError, _>(async |tx| {
-            self.pin_schema(tx).await?;
-            apply_batch(tx, batch).await
-        })
-        .await
+        in_tx!(self, |tx| apply_batch(tx, batch).await)
     }
 }
 

@@ -5,9 +5,10 @@
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use novyra_core::{BktParams, ConceptUpserted, PrerequisiteLinked};
 
+use crate::db::in_tx;
 use crate::schema::{concept_prerequisites, concepts};
 use crate::{ts, Store, StoreError};
 
@@ -27,9 +28,7 @@ pub enum CatalogChange {
 impl Store {
     /// Applies changes in order, in one transaction.
     pub async fn apply_catalog(&self, changes: &[CatalogChange]) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        c.transaction::<_, StoreError, _>(async |tx| {
-            self.pin_schema(tx).await?;
+        in_tx!(self, |tx| {
             for ch in changes {
                 match ch {
                     CatalogChange::Concept(x) => {
@@ -116,7 +115,6 @@ impl Store {
             }
             Ok(())
         })
-        .await
     }
 }
 

@@ -27,13 +27,27 @@ pub struct StoreConfig {
     pub schema: Option<String>,
     /// Pool size.
     pub max_connections: usize,
+    /// The longest one unit of work (one transaction on a pooled
+    /// connection) may take. A transaction past it is abandoned: its
+    /// connection is closed, so the server rolls it back, and the caller
+    /// gets a retryable error. Without it a connection that never answers
+    /// (a lost reply behind a pooler, a half-open socket) stalls a worker
+    /// for good while it still looks healthy.
+    pub transaction_timeout: std::time::Duration,
 }
+
+/// The default of [`StoreConfig::transaction_timeout`]: far above any
+/// unit of work the pipeline does (a batch commits in milliseconds; the
+/// largest read, reconcile's whole mastery table, takes seconds at a
+/// million rows), so only a stuck one meets it.
+pub const DEFAULT_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
+            .field("transaction_timeout", &self.transaction_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -57,20 +71,41 @@ impl StoreConfig {
 
 /// Runs `$body`, with `$c` bound to a `&mut AsyncPgConnection` from the
 /// store's pool, in one transaction that first pins the store's schema: the
-/// only way a unit of work is safe behind a transaction-mode pooler.
+/// only way a unit of work is safe behind a transaction-mode pooler. A
+/// transaction that outlives the store's `transaction_timeout` is
+/// abandoned ([`Store::abandon`]).
 macro_rules! in_tx {
     ($store:expr, |$c:ident| $body:expr) => {{
         use diesel_async::AsyncConnection as _;
         let store = $store;
         let mut conn = store.conn().await?;
-        conn.transaction::<_, $crate::StoreError, _>(async |$c| {
+        let work = conn.transaction::<_, $crate::StoreError, _>(async |$c| {
             store.pin_schema($c).await?;
             $body
-        })
-        .await
+        });
+        let finished = tokio::time::timeout(store.transaction_timeout, work).await;
+        match finished {
+            Ok(done) => done,
+            Err(_) => Err(store.abandon(conn)),
+        }
     }};
 }
 pub(crate) use in_tx;
+
+/// Runs one statement on a connection outside the pool (the relay lease's)
+/// under the store's deadline; past it, a retryable error whose caller
+/// must drop that connection.
+pub(crate) async fn within<T>(
+    timeout: std::time::Duration,
+    statement: impl std::future::Future<Output = Result<T, diesel::result::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, statement).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "a statement ran past its deadline of {timeout:?} (database.transaction_timeout_ms)"
+        ))),
+    }
+}
 
 /// A pool of connections.
 #[derive(Clone)]
@@ -87,6 +122,8 @@ pub struct Store {
     /// carry parameters the server reports, which Postgres < 18 does not
     /// for search_path.)
     pub(crate) schema: Option<String>,
+    /// See [`StoreConfig::transaction_timeout`].
+    pub(crate) transaction_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,7 +153,33 @@ impl Store {
             pool,
             session,
             schema: cfg.schema.clone(),
+            transaction_timeout: cfg.transaction_timeout,
         })
+    }
+
+    /// Takes a connection whose transaction ran past the deadline out of
+    /// the pool and closes it: it may be waiting for a reply that never
+    /// comes, and must not serve anyone again. Closing is also what makes
+    /// the server (through PgBouncer too, which drops a server connection
+    /// whose client left mid-transaction) roll the transaction back.
+    /// Retrying is safe: every unit of work is idempotent, as it must be
+    /// for redelivery after a crash, and a commit that did land before the
+    /// deadline is found as such by the retry.
+    pub(crate) fn abandon(
+        &self,
+        conn: diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>,
+    ) -> StoreError {
+        drop(diesel_async::pooled_connection::deadpool::Object::take(
+            conn,
+        ));
+        tracing::warn!(
+            timeout_ms = self.transaction_timeout.as_millis() as u64,
+            "a postgres transaction ran past its deadline; its connection was closed"
+        );
+        StoreError::Unavailable(format!(
+            "a transaction ran past its deadline of {:?} (database.transaction_timeout_ms); its connection was closed and the server rolls it back",
+            self.transaction_timeout
+        ))
     }
 
     /// A pooled connection. Crate-private: a unit of work on it must run

@@ -19,7 +19,7 @@ pub mod recompute;
 pub mod schema;
 pub mod stats;
 
-pub use db::{drop_schema, migrate, revert_all, Store, StoreConfig};
+pub use db::{drop_schema, migrate, revert_all, Store, StoreConfig, DEFAULT_TRANSACTION_TIMEOUT};
 pub use partitions::MonthLog;
 
 use diesel_async::pooled_connection::deadpool::PoolError;

@@ -11,7 +11,7 @@
 //! after being handed back; when it breaks, Postgres releases the lock and
 //! another relay may take over.
 
-use crate::db::in_tx;
+use crate::db::{in_tx, within};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use novyra_core::MasteryUpdated;
@@ -33,6 +33,10 @@ struct Locked {
 /// The right to relay: see the module doc. Dropping it releases it.
 pub struct RelayLease {
     conn: AsyncPgConnection,
+    /// The store's transaction deadline, for each statement here too: a
+    /// statement past it fails, and the relay then drops the lease, which
+    /// closes the connection (and so releases the lock).
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for RelayLease {
@@ -56,12 +60,15 @@ pub struct Queued {
 impl RelayLease {
     /// Up to `limit` committed outbox rows in id order.
     pub async fn take(&mut self, limit: i64) -> Result<Vec<Queued>, StoreError> {
-        let rows: Vec<OutboxRow> = mastery_outbox::table
-            .order(mastery_outbox::id)
-            .limit(limit)
-            .select(OutboxRow::as_select())
-            .load(&mut self.conn)
-            .await?;
+        let rows: Vec<OutboxRow> = within(
+            self.timeout,
+            mastery_outbox::table
+                .order(mastery_outbox::id)
+                .limit(limit)
+                .select(OutboxRow::as_select())
+                .load(&mut self.conn),
+        )
+        .await?;
         Ok(rows.into_iter().map(OutboxRow::into_queued).collect())
     }
 
@@ -70,11 +77,12 @@ impl RelayLease {
     /// so a concurrent ingest transaction can commit a lower id after the
     /// read, and a range delete would drop it unpublished.
     pub async fn delete(&mut self, ids: &[i64]) -> Result<usize, StoreError> {
-        Ok(
+        within(
+            self.timeout,
             diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.eq_any(ids)))
-                .execute(&mut self.conn)
-                .await?,
+                .execute(&mut self.conn),
         )
+        .await
     }
 }
 
@@ -82,14 +90,20 @@ impl Store {
     /// Tries to become the relay; `None` while another process is.
     pub async fn relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
         let mut conn = self.session.session_conn().await?;
-        let got: Vec<Locked> = diesel::sql_query(format!(
-            "SELECT pg_try_advisory_lock({RELAY_LOCK_KEY}) AS locked"
-        ))
-        .load(&mut conn)
+        let got: Vec<Locked> = within(
+            self.transaction_timeout,
+            diesel::sql_query(format!(
+                "SELECT pg_try_advisory_lock({RELAY_LOCK_KEY}) AS locked"
+            ))
+            .load(&mut conn),
+        )
         .await?;
         Ok(<[_]>::first(&got)
             .is_some_and(|l| l.locked)
-            .then_some(RelayLease { conn }))
+            .then_some(RelayLease {
+                conn,
+                timeout: self.transaction_timeout,
+            }))
     }
 
     /// (user, concept) keys with a row still waiting in the outbox: their

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use novyra_core::{BktParams, ConceptAttempted, MasteryState};
 
 use crate::attempts::{write_mastery, MasteryRow};
@@ -125,9 +125,7 @@ impl Store {
         if waiting == 0 {
             return Ok(0);
         }
-        let mut c = self.conn().await?;
-        c.transaction::<_, StoreError, _>(async |tx| {
-            self.pin_schema(tx).await?;
+        in_tx!(self, |tx| {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({PARAMS_LOCK_KEY})"))
                 .execute(tx)
                 .await?;
@@ -140,15 +138,12 @@ impl Store {
             .execute(tx)
             .await?)
         })
-        .await
     }
 
     /// Step 3 of the module doc for up to `max_rows` rows of one released
     /// job; `None` when no released job is left.
     pub async fn recompute_step(&self, max_rows: i64) -> Result<Option<StepOutcome>, StoreError> {
-        let mut c = self.conn().await?;
-        c.transaction::<_, StoreError, _>(async |tx| {
-            self.pin_schema(tx).await?;
+        in_tx!(self, |tx| {
             let Some(job) = diesel::sql_query(
                 "SELECT concept_id, generation, after_user FROM mastery_recompute \
                  WHERE barrier_generation = generation \
@@ -230,7 +225,6 @@ impl Store {
             .await?;
             Ok(Some(out))
         })
-        .await
     }
 }
 

@@ -49,7 +49,10 @@ async fn not_idle(cfg: &Config) -> String {
     match novyra_store::Store::new(&cfg.store()) {
         Ok(s) => {
             out.push(format!("outbox {:?}", s.outbox_len().await));
-            out.push(format!("recompute pending {:?}", s.recompute_pending().await));
+            out.push(format!(
+                "recompute pending {:?}",
+                s.recompute_pending().await
+            ));
             let group = cfg.group(novyra_pipeline::ingest::GROUP);
             let topic = cfg.topic(Topic::Attempts);
             out.push(format!(

@@ -16,6 +16,7 @@ pub fn cfg(url_var: &str, schema: &str) -> StoreConfig {
             .filter(|_| url_var == "DATABASE_URL"),
         schema: Some(schema.to_owned()),
         max_connections: 2,
+        transaction_timeout: novyra_store::DEFAULT_TRANSACTION_TIMEOUT,
     }
 }
 
