@@ -73,12 +73,19 @@ impl StoreConfig {
 /// store's pool, in one transaction that first pins the store's schema: the
 /// only way a unit of work is safe behind a transaction-mode pooler. A
 /// transaction that outlives the store's `transaction_timeout` is
-/// abandoned ([`Store::abandon`]).
+/// abandoned ([`Store::abandon`]). Getting the connection has the same
+/// deadline: it may have to connect, or ping a pooled connection
+/// (deadpool's recycle check), and neither has a limit of its own.
 macro_rules! in_tx {
     ($store:expr, |$c:ident| $body:expr) => {{
         use diesel_async::AsyncConnection as _;
         let store = $store;
-        let mut conn = store.conn().await?;
+        let mut conn = $crate::db::within(
+            store.transaction_timeout,
+            "taking a pooled connection",
+            store.conn(),
+        )
+        .await?;
         let work = conn.transaction::<_, $crate::StoreError, _>(async |$c| {
             store.pin_schema($c).await?;
             $body
@@ -92,17 +99,19 @@ macro_rules! in_tx {
 }
 pub(crate) use in_tx;
 
-/// Runs one statement on a connection outside the pool (the relay lease's)
-/// under the store's deadline; past it, a retryable error whose caller
-/// must drop that connection.
-pub(crate) async fn within<T>(
+/// Runs one step that talks to the server (a statement on the relay
+/// lease's connection, connecting, taking a pooled connection) under the
+/// store's deadline; past it, a retryable error. A caller holding a
+/// connection the step ran on must drop it.
+pub(crate) async fn within<T, E: Into<StoreError>>(
     timeout: std::time::Duration,
-    statement: impl std::future::Future<Output = Result<T, diesel::result::Error>>,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(timeout, statement).await {
-        Ok(done) => Ok(done?),
+    match tokio::time::timeout(timeout, step).await {
+        Ok(done) => done.map_err(Into::into),
         Err(_) => Err(StoreError::Unavailable(format!(
-            "a statement ran past its deadline of {timeout:?} (database.transaction_timeout_ms)"
+            "{what} ran past its deadline of {timeout:?} (database.transaction_timeout_ms)"
         ))),
     }
 }
@@ -210,11 +219,14 @@ impl Store {
         self.session.session_conn().await
     }
 
-    /// `SELECT 1`, for readiness.
+    /// `SELECT 1`, for readiness; in a transaction like any other unit of
+    /// work, so a probe that gets no answer is bounded by the deadline and
+    /// its connection closed rather than handed back to the pool.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        diesel::sql_query("SELECT 1").execute(&mut c).await?;
-        Ok(())
+        in_tx!(self, |c| {
+            diesel::sql_query("SELECT 1").execute(c).await?;
+            Ok(())
+        })
     }
 }
 

@@ -62,6 +62,7 @@ impl RelayLease {
     pub async fn take(&mut self, limit: i64) -> Result<Vec<Queued>, StoreError> {
         let rows: Vec<OutboxRow> = within(
             self.timeout,
+            "reading the outbox",
             mastery_outbox::table
                 .order(mastery_outbox::id)
                 .limit(limit)
@@ -79,6 +80,7 @@ impl RelayLease {
     pub async fn delete(&mut self, ids: &[i64]) -> Result<usize, StoreError> {
         within(
             self.timeout,
+            "deleting relayed outbox rows",
             diesel::delete(mastery_outbox::table.filter(mastery_outbox::id.eq_any(ids)))
                 .execute(&mut self.conn),
         )
@@ -89,9 +91,15 @@ impl RelayLease {
 impl Store {
     /// Tries to become the relay; `None` while another process is.
     pub async fn relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
-        let mut conn = self.session.session_conn().await?;
+        let mut conn = within(
+            self.transaction_timeout,
+            "connecting for the relay lease",
+            self.session.session_conn(),
+        )
+        .await?;
         let got: Vec<Locked> = within(
             self.transaction_timeout,
+            "taking the relay lease",
             diesel::sql_query(format!(
                 "SELECT pg_try_advisory_lock({RELAY_LOCK_KEY}) AS locked"
             ))

@@ -114,3 +114,55 @@ async fn a_transaction_past_its_deadline_is_abandoned_and_rolled_back() {
         .await
         .expect("drop schema");
 }
+
+/// Taking a connection has the same deadline: a server that accepts the
+/// TCP connection and then never answers (a PgBouncer whose event loop
+/// stalled, a half-open route) costs one deadline, not a worker. Readiness
+/// is bounded the same way. The listener is only a socket that keeps
+/// silent; the Postgres behaviour under test is the lock wait above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_costs_one_deadline() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let keep = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let deadline = Duration::from_secs(1);
+    let store = Store::new(&StoreConfig {
+        url: format!("postgres://novyra_app:x@{addr}/novyra?sslmode=disable"),
+        session_url: None,
+        schema: Some("silent".into()),
+        max_connections: 2,
+        transaction_timeout: deadline,
+    })
+    .expect("store");
+    for what in ["a read", "readiness"] {
+        let t = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            match what {
+                "a read" => store.outbox_len().await.map(|_| ()),
+                _ => store.ping().await,
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: gave up by itself, well before 30 s"));
+        let took = t.elapsed();
+        let err = outcome.expect_err("nothing answers");
+        assert!(err.is_retryable(), "{what}: retryable: {err}");
+        assert!(
+            err.to_string()
+                .contains("taking a pooled connection ran past its deadline"),
+            "{what}: says why: {err}"
+        );
+        assert!(
+            took >= deadline && took < deadline + Duration::from_secs(3),
+            "{what}: gave up at the deadline ({deadline:?}), after {took:?}"
+        );
+    }
+    keep.abort();
+}

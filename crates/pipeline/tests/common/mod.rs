@@ -59,10 +59,56 @@ async fn not_idle(cfg: &Config) -> String {
                 "ingest offsets in postgres {:?}",
                 s.stored_offsets(&group, &topic).await
             ));
+            out.push(format!(
+                "busy postgres sessions {:?}",
+                busy_sessions(&s).await
+            ));
         }
         Err(e) => out.push(format!("store: {e}")),
     }
     out.join("; ")
+}
+
+/// Server sessions of the pipeline's role that are not idle: a transaction
+/// left open (`idle in transaction`) or waiting on a lock is what holds a
+/// worker up.
+async fn busy_sessions(store: &novyra_store::Store) -> Result<Vec<String>, String> {
+    use diesel::sql_types::{Double, Integer, Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Busy {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+        #[diesel(sql_type = Text)]
+        state: String,
+        #[diesel(sql_type = Text)]
+        wait: String,
+        #[diesel(sql_type = Double)]
+        xact_secs: f64,
+        #[diesel(sql_type = Text)]
+        query: String,
+    }
+    let mut c = store.session().await.map_err(|e| e.to_string())?;
+    let rows: Vec<Busy> = diesel::sql_query(
+        "SELECT pid, coalesce(state, '') AS state, \
+         coalesce(wait_event_type || ':' || wait_event, '') AS wait, \
+         coalesce(extract(epoch FROM now() - xact_start), 0)::float8 AS xact_secs, \
+         left(query, 160) AS query \
+         FROM pg_stat_activity \
+         WHERE usename = current_user AND pid <> pg_backend_pid() AND state <> 'idle'",
+    )
+    .load(&mut c)
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(rows
+        .into_iter()
+        .map(|b| {
+            format!(
+                "pid {} {} wait {:?} for {:.0} s: {}",
+                b.pid, b.state, b.wait, b.xact_secs, b.query
+            )
+        })
+        .collect())
 }
 
 /// The headers of the first `expect` DLQ records (or fewer after 20 s), by
