@@ -217,7 +217,7 @@ async fn measure_graph(
     let drained = measure::drain(&mut child, Worker::Graph, &addr, &group, total).await;
     let metrics = crate::metrics::scrape(&addr).await;
     f.sink.rss_mib = Some(measure::peak_rss_mib(&child));
-    measure::stop(child);
+    drop(child);
     let (seconds, rate) = drained?;
     f.sink.updates = g.graph_updates;
     f.sink.seconds = seconds;

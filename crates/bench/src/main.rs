@@ -13,6 +13,7 @@
 //! - peak RSS of the worker process (`VmHWM`).
 
 mod baseline;
+mod ceiling;
 mod graph;
 mod measure;
 mod metrics;

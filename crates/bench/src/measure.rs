@@ -116,6 +116,23 @@ async fn ingest(
     me: &Path,
     stamp: &str,
 ) -> anyhow::Result<()> {
+    // The ceiling first, on the same load as the worker's throughput run.
+    let ceiling = {
+        let cfg = prefixed(cfg, &format!("{stamp}c"));
+        eprintln!("[bench] ceiling: binary COPY of {} attempts", o.attempts);
+        let c = crate::ceiling::measure(&cfg, &load(&cfg, o, o.attempts, 0, "t")).await;
+        if !o.keep {
+            if let Err(e) = novyra_store::drop_schema(&cfg.migrate_store()).await {
+                eprintln!("[bench] could not drop schema: {e}");
+            }
+        }
+        c?
+    };
+    eprintln!(
+        "[bench] ceiling: {:.0} rows/s over {:.1} s",
+        ceiling.rate(),
+        ceiling.seconds
+    );
     let mut rows = Vec::new();
     for w in [Worker::Ingest, Worker::Baseline] {
         let f = measure(cfg, o, w, stamp, novyra, me).await?;
@@ -141,8 +158,20 @@ async fn ingest(
             f.rss_mib
         );
     }
+    println!(
+        "| ceiling: binary COPY into concept_attempts | {} | {:.1} | {:.0} | — | — | — | — | — |",
+        ceiling.rows,
+        ceiling.seconds,
+        ceiling.rate()
+    );
     let (i, b) = (&rows[0].1, &rows[1].1);
     println!();
+    println!(
+        "ingest at {:.0}% of the COPY ceiling ({:.0} of {:.0} rows/s; target >= 50%)",
+        100.0 * i.throughput / ceiling.rate().max(f64::MIN_POSITIVE),
+        i.throughput,
+        ceiling.rate()
+    );
     println!(
         "speed-up over the baseline: {:.1}x (target >= 20x); ingest {:.0}/s (target >= 30000/s); p99 {:.0} ms at {}/s (target < 500 ms)",
         i.throughput / b.throughput.max(f64::MIN_POSITIVE),
@@ -210,7 +239,7 @@ async fn measure(
     f.seconds = seconds;
     f.throughput = throughput;
     let rss1 = peak_rss_mib(&child);
-    stop(child);
+    drop(child);
     eprintln!(
         "[bench] {}: {:.0} attempts/s over {:.1} s",
         w.label(),
@@ -260,7 +289,7 @@ async fn measure(
     f.p95 = quantile(&hist, 0.95);
     f.p99 = quantile(&hist, 0.99);
     f.rss_mib = rss1.max(peak_rss_mib(&child));
-    stop(child);
+    drop(child);
     cleanup(&cfg, o.keep).await;
     Ok(f)
 }
@@ -308,7 +337,7 @@ pub(crate) async fn drain(
 }
 
 impl Worker {
-    pub(crate) fn spawn(self, cfg: &Config, novyra: &Path, me: &Path) -> anyhow::Result<Child> {
+    pub(crate) fn spawn(self, cfg: &Config, novyra: &Path, me: &Path) -> anyhow::Result<Running> {
         let log = std::env::temp_dir().join(format!(
             "{}-{}.log",
             cfg.topic_prefix.trim_end_matches('.'),
@@ -341,6 +370,7 @@ impl Worker {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
         cmd.spawn()
+            .map(|c| Running(Some(c)))
             .with_context(|| format!("starting {}", self.label()))
     }
 }
@@ -392,8 +422,10 @@ pub(crate) async fn cleanup(cfg: &Config, keep: bool) {
     }
 }
 
-async fn publish(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> anyhow::Result<()> {
-    let lo = LoadgenOptions {
+/// The load of one run: the same students, concepts and spread in time
+/// for every worker and the ceiling.
+fn load(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> LoadgenOptions {
+    LoadgenOptions {
         concepts: o.concepts,
         domains: 10,
         students: o.users,
@@ -402,8 +434,11 @@ async fn publish(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> a
         rate,
         days: 75,
         id_prefix: format!("{}{run}-", cfg.topic_prefix),
-    };
-    loadgen::generate_and_publish(cfg, &lo, true).await?;
+    }
+}
+
+async fn publish(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> anyhow::Result<()> {
+    loadgen::generate_and_publish(cfg, &load(cfg, o, n, rate, run), true).await?;
     Ok(())
 }
 
@@ -440,6 +475,32 @@ pub(crate) fn check_alive(child: &mut Child, w: Worker) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A worker process, stopped ([`stop`]) when dropped: a measurement that
+/// fails half-way must not leave its worker consuming the CPU the next one
+/// is measured on.
+pub(crate) struct Running(Option<Child>);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a running worker until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a running worker until dropped")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            stop(c);
+        }
+    }
 }
 
 /// SIGTERM, then SIGKILL after 10 s.

@@ -191,18 +191,47 @@ impl TlsParams {
 /// Opens a connection to `url`, honouring its libpq TLS parameters. Errors
 /// name the host and port, never the credentials.
 pub async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectionError> {
+    let (client, connection) = connect(url).await?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// A plain tokio-postgres client for `url`, with the same TLS handling, for
+/// what diesel-async cannot do (binary `COPY`, which `make bench` uses as
+/// the ceiling of what Postgres absorbs). The connection is driven by a
+/// spawned task that ends when the client is dropped.
+pub async fn raw_client(url: &str) -> Result<tokio_postgres::Client, ConnectionError> {
+    let (client, connection) = connect(url).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %novyra_core::error_chain(&e), "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+async fn connect(
+    url: &str,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<
+            tokio_postgres::Socket,
+            postgres_openssl::TlsStream<tokio_postgres::Socket>,
+        >,
+    ),
+    ConnectionError,
+> {
     let (rest, tls) = split_tls_params(url)?;
     let mut config = tokio_postgres::Config::from_str(&rest)
         .map_err(|e| ConnectionError::InvalidConnectionUrl(e.to_string()))?;
     config.ssl_mode(tls.ssl_mode());
     let server = server_name(&config);
-    let (client, connection) = config.connect(tls.connector()?).await.map_err(|e| {
+    config.connect(tls.connector()?).await.map_err(|e| {
         ConnectionError::BadConnection(format!(
             "postgres at {server}: {}",
             novyra_core::error_chain(&e)
         ))
-    })?;
-    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    })
 }
 
 /// `host:port` of the first server in `config`, for error messages.
