@@ -54,6 +54,10 @@ pub async fn run(cfg: &Config, stop: CancellationToken) -> anyhow::Result<()> {
         .create()?;
     consumer.subscribe(&[&cfg.topic(Topic::Attempts)])?;
     let params = BktParams::default();
+    // One connection for the worker's life, as the consumer people write
+    // first holds one (connecting per attempt would cost it a TLS
+    // handshake each and flatter the comparison).
+    let mut conn = store.session().await?;
     loop {
         let msg = tokio::select! {
             m = consumer.recv() => m?,
@@ -69,7 +73,6 @@ pub async fn run(cfg: &Config, stop: CancellationToken) -> anyhow::Result<()> {
             continue;
         };
         let a = d.value;
-        let mut conn = store.session().await?;
         conn.transaction::<_, StoreError, _>(async |tx| {
             let row: Option<Row> = diesel::sql_query(
                 "SELECT mastery, attempts_total, attempts_correct, confidence_weight \
