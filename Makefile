@@ -61,7 +61,7 @@ chaos: stack-up build interop-venv
 	$(VENV)/bin/python tests/chaos/chaos.py
 
 # Ingest throughput, latency at a fixed rate and peak RSS, next to a
-# one-row-at-a-time baseline; see docs/benchmarks.md.
+# one-row-at-a-time baseline and a binary-COPY ceiling; see docs/benchmarks.md.
 bench: stack-up build
 	./target/release/novyra-bench
 

@@ -1,6 +1,7 @@
 //! `make bench`: how fast the ingest path is on this machine, measured
-//! against real servers, next to a one-row-at-a-time baseline in the same
-//! run.
+//! against real servers, next to a one-row-at-a-time baseline and to the
+//! ceiling of binary `COPY` into the same table (`ceiling.rs`), all in the
+//! same run.
 //!
 //! For each worker (the real `novyra ingest`, then the baseline) it uses a
 //! fresh topic prefix and database schema, and measures:
