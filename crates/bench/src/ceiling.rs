@@ -117,7 +117,12 @@ pub async fn measure(cfg: &Config, lo: &LoadgenOptions) -> anyhow::Result<Ceilin
             ];
             writer.as_mut().write(&row).await.context("copying a row")?;
         }
-        writer.finish().await.context("finishing COPY")?;
+        let copied = writer.finish().await.context("finishing COPY")?;
+        anyhow::ensure!(
+            copied == chunk.len() as u64,
+            "COPY stored {copied} of {} rows",
+            chunk.len()
+        );
         tx.commit().await?;
     }
     Ok(Ceiling {

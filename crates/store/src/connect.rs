@@ -209,18 +209,13 @@ pub async fn raw_client(url: &str) -> Result<tokio_postgres::Client, ConnectionE
     Ok(client)
 }
 
-async fn connect(
-    url: &str,
-) -> Result<
-    (
-        tokio_postgres::Client,
-        tokio_postgres::Connection<
-            tokio_postgres::Socket,
-            postgres_openssl::TlsStream<tokio_postgres::Socket>,
-        >,
-    ),
-    ConnectionError,
-> {
+/// The task side of a connection `connect` opens (TLS or not).
+type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    postgres_openssl::TlsStream<tokio_postgres::Socket>,
+>;
+
+async fn connect(url: &str) -> Result<(tokio_postgres::Client, Connection), ConnectionError> {
     let (rest, tls) = split_tls_params(url)?;
     let mut config = tokio_postgres::Config::from_str(&rest)
         .map_err(|e| ConnectionError::InvalidConnectionUrl(e.to_string()))?;
