@@ -10,13 +10,18 @@
 # The build is cached under .stack/dist; nothing is installed system-wide
 # but the -dev packages it compiles against.
 #
+# Our own patches in deploy/pgbouncer/*.patch go on top of Debian's (see
+# each file for why); the cached build is keyed by their content, so a
+# changed patch rebuilds.
+#
 # Two pools per database name:
 #   novyra          transaction mode: the pipeline's store, analytics reads;
 #   novyra_session  session mode: the relay lease, which holds a
 #                   session-level advisory lock, and tools that SET
 #                   something for their session (DATABASE_SESSION_URL).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-B_DIST="$STACK_DIR/dist/pgbouncer"
+B_PATCHES="$DEPLOY_DIR/pgbouncer"
+B_DIST="$STACK_DIR/dist/pgbouncer-$(cat "$B_PATCHES"/*.patch | sha256sum | cut -c1-12)"
 B_SRC="$STACK_DIR/dist/pgbouncer-src"
 B_HOME="$STACK_DIR/pgbouncer"
 # The oldest release whose transaction pooling keeps prepared statements.
@@ -73,6 +78,11 @@ install() {
   log "building pgbouncer $version (Debian's source, patches applied)"
   rm -rf "$B_SRC/build"
   dpkg-source -x "$dsc" "$B_SRC/build" >&2
+  local p
+  for p in "$B_PATCHES"/*.patch; do
+    log "applying $(basename "$p")"
+    patch -s -p1 -d "$B_SRC/build" <"$p" >&2 || die "patch $(basename "$p") does not apply to pgbouncer $version"
+  done
   (cd "$B_SRC/build" &&
     ./configure -q --prefix="$B_DIST" --without-systemd --without-pam >&2 &&
     make -s -j"$(nproc)" >&2 && make -s install >/dev/null) || die "building pgbouncer $version failed"
