@@ -123,6 +123,12 @@ pool_mode = transaction
 ; more than a few statements at once, and the server allows 200.
 default_pool_size = ${PGBOUNCER_POOL_SIZE:-10}
 max_client_conn = 2000
+; A batch's Bind is megabytes; with the default 4 KiB buffer PgBouncer
+; moves it in 4 KiB steps, each a loop turn and, over TLS, a partial
+; record. 64 KiB measured (make bench, 5,000 attempts/s over TLS): p99
+; 643 and 984 ms in two runs, against 17,369 ms with 4 KiB. Buffers
+; exist only while a connection has data in flight.
+pkt_buf = 65536
 ; Named prepared statements survive transaction pooling (1.21+): PgBouncer
 ; prepares a client's statement on whichever server connection it gets.
 max_prepared_statements = 500
