@@ -143,13 +143,7 @@ async fn every_dashboard_query_returns_data_from_prometheus() {
         )
         .await
         .expect("poison");
-    let run = Worker::new(spawn_worker(
-        "run",
-        &env.cfg,
-        "",
-        &format!("{}-run", env.name),
-        &metrics,
-    ));
+    let run = spawn_worker("run", &env.cfg, "", &format!("{}-run", env.name), &metrics);
     wait_caught_up(&env.cfg, Duration::from_secs(120)).await;
     o.seed = 6;
     o.rate = 50;

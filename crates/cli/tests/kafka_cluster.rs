@@ -149,13 +149,7 @@ async fn broker_failures_lose_and_double_nothing() {
     assert_eq!(min_isr.as_deref(), Some("2"));
 
     // The whole pipeline, and a steady stream of attempts.
-    let run = Worker::new(spawn_worker(
-        "run",
-        &cfg,
-        "",
-        &format!("{name}-run"),
-        "127.0.0.1:0",
-    ));
+    let run = spawn_worker("run", &cfg, "", &format!("{name}-run"), "127.0.0.1:0");
     let o = LoadgenOptions {
         concepts: 10,
         domains: 2,

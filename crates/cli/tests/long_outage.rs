@@ -54,12 +54,12 @@ async fn postgres_down_longer_than_the_poll_interval_neither_evicts_nor_stalls()
     let (metrics_a, metrics_b) = (free_addr(), free_addr());
     // A small batch, so the records arriving during the outage overflow
     // what the poll thread may hand over and it must pause fetching.
-    let a = Worker::new(spawn_ingest_at(
+    let a = spawn_ingest_at(
         &env.cfg,
         "[pipeline]\nmax_batch = 200\n",
         &log_a,
         &metrics_a,
-    ));
+    );
     publish(4_000, "before").await;
     wait_caught_up(&env.cfg, Duration::from_secs(120)).await;
 
@@ -70,7 +70,7 @@ async fn postgres_down_longer_than_the_poll_interval_neither_evicts_nor_stalls()
     // A second member joins while Postgres cannot say where its new
     // partitions start.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let b = Worker::new(spawn_ingest_at(&env.cfg, "", &log_b, &metrics_b));
+    let b = spawn_ingest_at(&env.cfg, "", &log_b, &metrics_b);
     tokio::time::sleep(Duration::from_secs(60)).await;
     publish(4_000, "down2").await;
     let group = env.cfg.group("ingest");

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Child;
 use std::time::Duration;
 
 use common::*;
@@ -35,7 +34,7 @@ async fn churn(tag: &str, strategy: &str) {
     let start = |n: &str| spawn_ingest(&env.cfg, &toml, &format!("{}-{n}", env.name));
     let step = Duration::from_millis(1_500);
     let mut progress = Vec::new();
-    let mut live: Vec<(&str, Child)> = Vec::new();
+    let mut live: Vec<(&str, Worker)> = Vec::new();
     // Three join one after the other, then members leave and join while
     // the group keeps working.
     for action in ["+a", "+b", "+c", "-a", "+d", "-b"] {

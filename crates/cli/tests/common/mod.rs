@@ -47,12 +47,12 @@ impl Env {
 }
 
 /// Starts `novyra ingest` for `cfg`, with extra TOML (e.g. Kafka properties).
-pub fn spawn_ingest(cfg: &Config, toml: &str, log_name: &str) -> Child {
+pub fn spawn_ingest(cfg: &Config, toml: &str, log_name: &str) -> Worker {
     spawn_ingest_at(cfg, toml, log_name, "127.0.0.1:0")
 }
 
 /// As [`spawn_ingest`], serving `/metrics` and `/readyz` on `metrics`.
-pub fn spawn_ingest_at(cfg: &Config, toml: &str, log_name: &str, metrics: &str) -> Child {
+pub fn spawn_ingest_at(cfg: &Config, toml: &str, log_name: &str, metrics: &str) -> Worker {
     spawn_worker("ingest", cfg, toml, log_name, metrics)
 }
 
@@ -63,7 +63,7 @@ pub fn spawn_worker(
     toml: &str,
     log_name: &str,
     metrics: &str,
-) -> Child {
+) -> Worker {
     let dir = std::env::temp_dir();
     let conf = dir.join(format!("{log_name}.toml"));
     std::fs::write(&conf, toml).expect("write config");
@@ -81,6 +81,7 @@ pub fn spawn_worker(
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Worker::new)
         .expect("start novyra")
 }
 
@@ -158,7 +159,12 @@ pub fn run_until_idle(cfg: &Config) {
 }
 
 /// SIGTERM and wait (SIGKILL after 30 s).
-pub fn terminate(mut child: Child) {
+pub fn terminate(worker: Worker) {
+    worker.terminate();
+}
+
+/// SIGTERM and wait (SIGKILL after 30 s), asserting a clean exit.
+fn terminate_child(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -192,7 +198,15 @@ impl Worker {
     /// SIGTERM and wait, asserting a clean exit (see [`terminate`]).
     pub fn terminate(mut self) {
         if let Some(c) = self.0.take() {
-            terminate(c);
+            terminate_child(c);
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().expect("kill -9");
+            let _ = c.wait();
         }
     }
 }
@@ -207,9 +221,8 @@ impl Drop for Worker {
 }
 
 /// SIGKILL: no chance to clean up.
-pub fn kill9(mut child: Child) {
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+pub fn kill9(worker: Worker) {
+    worker.kill9();
 }
 
 pub async fn connect(cfg: &Config) -> AsyncPgConnection {
