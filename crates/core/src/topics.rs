@@ -223,6 +223,12 @@ impl Group {
     }
 }
 
+/// Header of a mastery record (written by the outbox relay): the Kafka
+/// timestamp, in decimal milliseconds since the epoch, of the oldest
+/// attempt the update applies. Absent on recomputations. The graph sink
+/// measures `novyra_graph_freshness_seconds` from it.
+pub const SOURCE_TS_HEADER: &str = "novyra-source-ts";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use novyra_core::keys;
 use novyra_core::Topic;
 use novyra_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use novyra_kafka::rdkafka::message::{Headers, Message};
+use novyra_kafka::rdkafka::message::{Headers, Message, OwnedMessage};
 use novyra_kafka::rdkafka::producer::FutureRecord;
 use novyra_kafka::rdkafka::{Offset, TopicPartitionList};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
@@ -194,4 +194,71 @@ async fn pipeline_stores_every_distinct_attempt_and_mirrors_mastery_in_the_graph
     reasons.sort_unstable();
     assert_eq!(reasons, vec!["bad_magic_byte", "negative_value"]);
     assert!(dlq.iter().all(|(_, t)| *t == attempts_topic));
+
+    // Every mastery record says where its freshness is measured from: the
+    // Kafka timestamp of one of its own pair's attempts (the oldest of the
+    // batch that applied it), never its own time or another pair's.
+    let mut sent: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    for m in all_records(&cfg, &attempts_topic) {
+        let Some(p) = m.payload() else { continue };
+        let Ok(a) = codec
+            .decode::<novyra_core::ConceptAttempted>(EventKind::Attempt, p)
+            .await
+        else {
+            continue;
+        };
+        let t = m
+            .timestamp()
+            .to_millis()
+            .expect("attempts carry a timestamp");
+        sent.entry(keys::mastery_key(&a.value.user_id, &a.value.concept_id))
+            .or_default()
+            .push(t);
+    }
+    let updates = all_records(&cfg, &cfg.topic(Topic::Mastery));
+    assert!(updates.len() >= mastery.len(), "{} updates", updates.len());
+    for m in &updates {
+        let key = String::from_utf8_lossy(m.key().expect("keyed")).into_owned();
+        let from = novyra_pipeline::metrics::source_ts(m)
+            .unwrap_or_else(|| panic!("update of {key} has no source timestamp"));
+        assert!(
+            sent.get(&key).is_some_and(|ts| ts.contains(&from)),
+            "update of {key} measured from {from}, not one of its attempts {:?}",
+            sent.get(&key)
+        );
+    }
+}
+
+/// Every record on `topic`, from the start to its end as of now.
+fn all_records(cfg: &Config, topic: &str) -> Vec<OwnedMessage> {
+    let c: BaseConsumer = cfg.kafka().reader_config().create().expect("reader");
+    let meta = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut left = 0;
+    for p in meta.topics()[0].partitions() {
+        let (lo, hi) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        left += hi - lo;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("partition");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < left {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: {} of {left} read",
+            out.len()
+        );
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(e)) => panic!("{topic} read: {e}"),
+            None => {}
+        }
+    }
+    out
 }

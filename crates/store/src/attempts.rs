@@ -23,6 +23,9 @@ pub struct IngestRecord {
     pub offset: i64,
     /// Registry id of the writer schema.
     pub schema_id: i32,
+    /// The record's Kafka timestamp (ms since the epoch), when it has one:
+    /// where the graph's freshness is measured from (`mastery_outbox.source_ts`).
+    pub kafka_ts: Option<i64>,
     /// The attempt.
     pub attempt: ConceptAttempted,
 }
@@ -341,6 +344,7 @@ async fn apply_batch(
         tx,
         include_str!("sql/upsert_mastery.sql"),
         &mastery,
+        &plan.mastery_since,
         batch.traceparent.as_deref(),
     )
     .await?;
@@ -366,6 +370,9 @@ pub struct BatchPlan<'a> {
     pub(crate) rubrics: Vec<NewRubric<'a>>,
     /// The final mastery row of every pair the batch changed, by key.
     pub mastery: Vec<MasteryRow>,
+    /// For each row of `mastery`, the Kafka timestamp of the oldest attempt
+    /// the batch applied to it: its edge is as stale as that attempt.
+    pub mastery_since: Vec<Option<DateTime<Utc>>>,
     /// Records skipped as already stored or repeated within the batch.
     pub duplicates: usize,
 }
@@ -384,6 +391,7 @@ pub fn plan_batch<'a>(
     let mut rows = Vec::with_capacity(records.len());
     let mut rubrics = Vec::new();
     let mut changed: Vec<(String, String)> = Vec::new();
+    let mut since: HashMap<(String, String), i64> = HashMap::new();
     for r in records {
         let a = &r.attempt;
         if !fresh.contains(&a.event_id) || !seen.insert(a.event_id.as_str()) {
@@ -396,6 +404,12 @@ pub fn plan_batch<'a>(
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(MasteryState::initial(&p)),
         };
+        if let Some(t) = r.kafka_ts {
+            since
+                .entry(key.clone())
+                .and_modify(|s| *s = (*s).min(t))
+                .or_insert(t);
+        }
         changed.push(key);
         let applied = state.apply(a, &p);
         rows.push(NewAttempt {
@@ -433,14 +447,18 @@ pub fn plan_batch<'a>(
     }
     changed.sort_unstable();
     changed.dedup();
-    let mastery: Vec<MasteryRow> = changed
+    let (mastery, mastery_since) = changed
         .iter()
-        .filter_map(|k| states.get(k).map(|s| MasteryRow::from_state(&k.0, &k.1, s)))
-        .collect();
+        .filter_map(|k| {
+            let row = MasteryRow::from_state(&k.0, &k.1, states.get(k)?);
+            Some((row, since.get(k).map(|&t| ts(t))))
+        })
+        .unzip();
     BatchPlan {
         attempts: rows,
         rubrics,
         mastery,
+        mastery_since,
         duplicates,
     }
 }
@@ -481,13 +499,16 @@ async fn insert_attempts(
 
 /// Writes mastery rows and queues them in the outbox, in one statement
 /// (`sql/upsert_mastery.sql` for the ingest, `sql/recompute_mastery.sql` for
-/// a recomputation); returns the rows written.
+/// a recomputation), each with its `since` (`mastery_outbox.source_ts`);
+/// returns the rows written.
 pub(crate) async fn write_mastery(
     tx: &mut AsyncPgConnection,
     sql: &str,
     rows: &[MasteryRow],
+    since: &[Option<DateTime<Utc>>],
     traceparent: Option<&str>,
 ) -> Result<usize, StoreError> {
+    debug_assert_eq!(rows.len(), since.len());
     use diesel::sql_types::{Array, BigInt, Double, Nullable, Text, Timestamptz};
     if rows.is_empty() {
         return Ok(0);
@@ -511,6 +532,7 @@ pub(crate) async fn write_mastery(
         )
         .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
         .bind::<Nullable<Text>, _>(traceparent)
+        .bind::<Array<Nullable<Timestamptz>>, _>(since)
         .execute(tx)
         .await?;
     Ok(n)

@@ -55,6 +55,9 @@ pub struct Queued {
     /// W3C `traceparent` of the transaction that queued it, for the
     /// record's header (None when tracing was off).
     pub traceparent: Option<String>,
+    /// Kafka timestamp (ms) of the oldest attempt the change applies, for
+    /// the record's `novyra-source-ts` header (None for a recomputation).
+    pub source_ts: Option<i64>,
 }
 
 impl RelayLease {
@@ -160,14 +163,17 @@ struct OutboxRow {
     last_event_id: String,
     updated_at: chrono::DateTime<chrono::Utc>,
     traceparent: Option<String>,
+    source_ts: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl OutboxRow {
     fn into_queued(self) -> Queued {
         let (id, traceparent) = (self.id, self.traceparent.clone());
+        let source_ts = self.source_ts.map(|t| t.timestamp_millis());
         Queued {
             id,
             traceparent,
+            source_ts,
             event: self.into_event(),
         }
     }

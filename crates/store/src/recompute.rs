@@ -204,6 +204,8 @@ impl Store {
                 tx,
                 include_str!("sql/recompute_mastery.sql"),
                 &changed,
+                // Caused by no attempt: its record carries no freshness.
+                &vec![None; changed.len()],
                 None,
             )
             .await?;

@@ -97,6 +97,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         created_at -> Timestamptz,
         traceparent -> Nullable<Text>,
+        source_ts -> Nullable<Timestamptz>,
     }
 }
 

@@ -46,11 +46,16 @@ impl Tables {
         // planner wrote in `mastery_version`), recomputed here from the
         // stored row the planner started from.
         let mut version: HashMap<Key, i64> = HashMap::new();
+        let mut since: HashMap<Key, i64> = HashMap::new();
         let mut seen = HashSet::new();
         for r in batch {
             let a = &r.attempt;
             if fresh.contains(&a.event_id) && seen.insert(a.event_id.clone()) {
                 let k = (a.user_id.clone(), a.concept_id.clone());
+                if let Some(t) = r.kafka_ts {
+                    let oldest = since.entry(k.clone()).or_insert(t);
+                    *oldest = (*oldest).min(t);
+                }
                 let v = version
                     .entry(k.clone())
                     .or_insert_with(|| self.mastery.get(&k).map_or(0, |s| s.version));
@@ -58,9 +63,15 @@ impl Tables {
                 self.attempts.push((k, *v, a.clone()));
             }
         }
-        for row in plan.mastery {
+        assert_eq!(plan.mastery.len(), plan.mastery_since.len());
+        for (row, from) in plan.mastery.into_iter().zip(plan.mastery_since) {
             let k = (row.user_id.clone(), row.concept_id.clone());
             assert_eq!(row.version, version[&k], "the planner's version");
+            assert_eq!(
+                from.map(|t| t.timestamp_millis()),
+                since.get(&k).copied(),
+                "freshness is measured from the pair's oldest new attempt"
+            );
             self.mastery.insert(k, row.state());
         }
     }
@@ -111,6 +122,9 @@ fn record(i: usize, a: &ConceptAttempted) -> IngestRecord {
         partition: 0,
         offset: i as i64,
         schema_id: 1,
+        // Out of order, and missing on every fifth, so "the oldest" is
+        // neither the first nor the last attempt of a pair.
+        kafka_ts: (!i.is_multiple_of(5)).then(|| 1_800_000_000_000 + ((i * 7919) % 1000) as i64),
         attempt: a.clone(),
     }
 }

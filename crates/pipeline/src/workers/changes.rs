@@ -233,6 +233,10 @@ pub trait ChangeSink {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
     /// Whether a failed write may succeed later.
     fn retryable(e: &Self::Error) -> bool;
+
+    /// Whether a committed batch's mastery records are measured in
+    /// `novyra_graph_freshness_seconds` (the graph sink's are).
+    const MEASURES_FRESHNESS: bool = false;
 }
 
 /// Consumes `topics` in group `<prefix>-<group>` until `stop`, applying
@@ -372,6 +376,9 @@ pub async fn consume<S: ChangeSink + Sync>(
             .with_label_values(&[group])
             .inc_by(applied);
         health.metrics.observe_end_to_end(group, &msgs);
+        if S::MEASURES_FRESHNESS {
+            health.metrics.observe_freshness(&msgs);
+        }
         source.store_offsets(&msgs);
     }
     source.close().await;

@@ -22,6 +22,7 @@ impl ChangeSink for GraphSink {
     type Batch = GraphBatch;
     type Error = GraphError;
     const DEPENDENCY: &'static str = "neo4j";
+    const MEASURES_FRESHNESS: bool = true;
 
     fn prepare(&self, changes: Vec<Change>) -> GraphBatch {
         let mut batch = GraphBatch::default();

@@ -377,6 +377,7 @@ async fn decode(
         partition: m.partition(),
         offset: m.offset(),
         schema_id: i32::try_from(d.schema_id).unwrap_or(i32::MAX),
+        kafka_ts: m.timestamp().to_millis(),
         attempt: d.value,
     }))
 }

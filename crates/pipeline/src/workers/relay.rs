@@ -124,7 +124,7 @@ async fn relay_round(
     );
     let sends = payloads.iter().zip(&rows).map(|((k, v), q)| {
         let mut record = FutureRecord::to(topic).key(k).payload(v);
-        if let Some(h) = telemetry::headers_for(q.traceparent.as_deref()) {
+        if let Some(h) = crate::metrics::mastery_headers(q.traceparent.as_deref(), q.source_ts) {
             record = record.headers(h);
         }
         producer.send(record, Duration::from_secs(60))

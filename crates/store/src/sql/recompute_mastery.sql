@@ -18,10 +18,14 @@ WITH m AS (
     RETURNING r.user_id, r.concept_id, r.mastery, r.version, r.attempts_total,
               r.attempts_correct, r.confidence_weight, r.last_event_id, r.updated_at
 )
--- $10: the trace context of this transaction (NULL when tracing is off).
+-- $10: the trace context of this transaction (NULL when tracing is off);
+-- $11: per row of $1/$2, the Kafka timestamp of the oldest attempt the
+-- change applies (NULL for none), for the graph's freshness metric.
 INSERT INTO mastery_outbox (
     user_id, concept_id, mastery, version, attempts_total, attempts_correct,
-    confidence_weight, last_event_id, updated_at, traceparent)
-SELECT user_id, concept_id, mastery, version, attempts_total, attempts_correct,
-       confidence_weight, last_event_id, updated_at, $10::text
+    confidence_weight, last_event_id, updated_at, traceparent, source_ts)
+SELECT m.user_id, m.concept_id, m.mastery, m.version, m.attempts_total, m.attempts_correct,
+       m.confidence_weight, m.last_event_id, m.updated_at, $10::text, s.source_ts
 FROM m
+JOIN unnest($1::text[], $2::text[], $11::timestamptz[]) AS s(user_id, concept_id, source_ts)
+    USING (user_id, concept_id)

@@ -1,0 +1,1 @@
+ALTER TABLE mastery_outbox DROP COLUMN source_ts;
