@@ -31,7 +31,7 @@ build:
 
 demo: stack-up build
 	./target/release/novyra db migrate
-	./target/release/novyra demo --concepts 60 --students 250 --attempts 25000
+	./target/release/novyra demo --concepts 60 --students 250 --attempts 25000 --rate 5000
 
 # The interop test publishes with Confluent's Python client; it lives in a
 # venv under .stack so nothing is installed system-wide.

@@ -90,6 +90,9 @@ struct Figures {
     p95: f64,
     p99: f64,
     rss_mib: f64,
+    /// `novyra replay` of the throughput run's topic: (attempts/s between
+    /// its first and last commit, wall seconds of the whole command).
+    replay: Option<(f64, f64)>,
 }
 
 /// The ingest's end-to-end latency histogram.
@@ -158,13 +161,19 @@ async fn ingest(
             f.rss_mib
         );
     }
+    let (i, b) = (&rows[0].1, &rows[1].1);
+    if let Some((rate, wall)) = i.replay {
+        println!(
+            "| novyra replay (Postgres rebuilt from the topics) | {} | {wall:.1} | {rate:.0} | — | — | — | — | — |",
+            i.attempts
+        );
+    }
     println!(
         "| ceiling: binary COPY into concept_attempts | {} | {:.1} | {:.0} | — | — | — | — | — |",
         ceiling.rows,
         ceiling.seconds,
         ceiling.rate()
     );
-    let (i, b) = (&rows[0].1, &rows[1].1);
     println!();
     println!(
         "ingest at {:.0}% of the COPY ceiling ({:.0} of {:.0} rows/s; target >= 50%)",
@@ -172,6 +181,13 @@ async fn ingest(
         i.throughput,
         ceiling.rate()
     );
+    if let Some((rate, _)) = i.replay {
+        println!(
+            "replay at {:.0}% of the live ingest ({rate:.0} of {:.0} attempts/s)",
+            100.0 * rate / i.throughput.max(f64::MIN_POSITIVE),
+            i.throughput
+        );
+    }
     println!(
         "speed-up over the baseline: {:.1}x (target >= 20x); ingest {:.0}/s (target >= 30000/s); p99 {:.0} ms at {}/s (target < 500 ms)",
         i.throughput / b.throughput.max(f64::MIN_POSITIVE),
@@ -180,6 +196,48 @@ async fn ingest(
         o.rate
     );
     Ok(())
+}
+
+/// Rebuilds the throughput run's Postgres schema from its topics with
+/// `novyra replay`; returns the rate it prints and its wall time (schema
+/// creation and group joins included). Not `--verify`: the measured ingest
+/// ran without the catalog, so the replay's mastery (with the concepts'
+/// parameters) rightly differs from it; the replay tests check equality.
+async fn replay(cfg: &Config, novyra: &Path, keep: bool) -> anyhow::Result<(f64, f64)> {
+    let schema = format!("{}r", cfg.database.schema.as_deref().unwrap_or("bench"));
+    eprintln!("[bench] novyra replay into schema {schema}");
+    let started = Instant::now();
+    let out = Command::new(novyra)
+        .args(["replay", "--schema", &schema])
+        .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
+        .env(
+            "NOVYRA_DB_SCHEMA",
+            cfg.database.schema.as_deref().unwrap_or(""),
+        )
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running novyra replay")?;
+    let wall = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !keep {
+        let mut target = cfg.clone();
+        target.database.schema = Some(schema.clone());
+        if let Err(e) = novyra_store::drop_schema(&target.migrate_store()).await {
+            eprintln!("[bench] could not drop schema {schema}: {e}");
+        }
+    }
+    if !out.status.success() {
+        bail!("novyra replay failed ({}):\n{text}", out.status);
+    }
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("replay rate: "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse::<f64>().ok())
+        .with_context(|| format!("no replay rate in its output:\n{text}"))?;
+    eprintln!("[bench] replay: {rate:.0} attempts/s, {wall:.1} s in all");
+    Ok((rate, wall))
 }
 
 pub(crate) fn machine() -> String {
@@ -246,6 +304,9 @@ async fn measure(
         f.throughput,
         f.seconds
     );
+    if w == Worker::Ingest {
+        f.replay = Some(replay(&cfg, novyra, o.keep).await?);
+    }
     cleanup(&cfg, o.keep).await;
 
     // Latency at a fixed offered rate, the worker already warm.

@@ -80,48 +80,13 @@ pub(crate) fn histogram_delta(
         .collect()
 }
 
-/// The `q` quantile of cumulative buckets, interpolated linearly inside
-/// its bucket: Prometheus' own `histogram_quantile`, which no maintained
-/// crate offers over parsed buckets.
-pub(crate) fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    if total <= 0.0 {
-        return f64::NAN;
-    }
-    let target = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(le, cum) in buckets {
-        if cum >= target {
-            if le.is_infinite() {
-                return prev.0;
-            }
-            let span = (cum - prev.1).max(f64::MIN_POSITIVE);
-            return prev.0 + (le - prev.0) * (target - prev.1) / span;
-        }
-        prev = (le, cum);
-    }
-    prev.0
-}
+pub(crate) use novyra_pipeline::metrics::quantile;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const E2E: &str = "novyra_end_to_end_latency_seconds";
-
-    #[test]
-    fn quantiles_interpolate_within_buckets() {
-        let b = [
-            (0.1, 50.0),
-            (0.2, 90.0),
-            (0.4, 100.0),
-            (f64::INFINITY, 100.0),
-        ];
-        assert!((quantile(&b, 0.5) - 0.1).abs() < 1e-9);
-        assert!((quantile(&b, 0.7) - 0.15).abs() < 1e-9);
-        assert!((quantile(&b, 0.95) - 0.3).abs() < 1e-9);
-        assert!(quantile(&[], 0.5).is_nan());
-    }
 
     #[test]
     fn the_workers_own_exposition_parses_and_deltas_by_group() {

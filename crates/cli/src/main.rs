@@ -5,7 +5,6 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use args::{Cli, Cmd, DbCmd, GraphCmd};
@@ -541,7 +540,7 @@ async fn dispatch(cmd: Cmd, cfg: &Config) -> Result<ExitCode> {
         }
         Cmd::Summary { expect_attempts } => {
             let s = novyra_pipeline::summary::gather(cfg, expect_attempts, "").await?;
-            outln!("{}", s.render(None, 0))?;
+            outln!("{}", s.render(None))?;
             if !s.ok() {
                 bail!("some checks failed");
             }
@@ -559,10 +558,8 @@ async fn dispatch(cmd: Cmd, cfg: &Config) -> Result<ExitCode> {
                 o.attempts,
                 o.id_prefix
             )?;
-            let started = Instant::now();
-            let p = loadgen::generate_and_publish(cfg, &o, false).await?;
-            run::run(cfg, &Worker::ALL, true, shutdown_token()).await?;
-            let elapsed = started.elapsed();
+            let r = novyra_pipeline::live::run(cfg, &o, shutdown_token()).await?;
+            let p = r.published;
             let mut s = novyra_pipeline::summary::gather(cfg, None, &o.id_prefix).await?;
             let store = novyra_store::Store::new(&cfg.store())?;
             let stored = store.attempts_with_user_prefix(&o.id_prefix).await?;
@@ -583,7 +580,7 @@ async fn dispatch(cmd: Cmd, cfg: &Config) -> Result<ExitCode> {
                     format!("{} produced, {evals} stored", p.evaluations),
                 ),
             );
-            outln!("{}", s.render(Some(elapsed), p.attempts))?;
+            outln!("{}", s.render(Some(&r)))?;
             if !s.ok() {
                 bail!("some checks failed");
             }

@@ -22,6 +22,9 @@ pub enum WorkerError {
     /// Shut down while a dependency was being retried.
     #[error("shut down while waiting for a dependency")]
     Shutdown,
+    /// Generated data could not be published (the demo).
+    #[error(transparent)]
+    Publish(#[from] crate::loadgen::PublishError),
     /// A task panicked.
     #[error("worker task failed: {0}")]
     Join(String),

@@ -27,7 +27,7 @@ pub mod run;
 pub mod telemetry;
 pub mod workers;
 
-pub use demo::{loadgen, summary};
+pub use demo::{live, loadgen, summary};
 pub use workers::{audit, catalog, changes, graph_sink, ingest, recompute, relay};
 
 pub use config::Config;

@@ -1,6 +1,8 @@
 //! Running workers: one alone, or every group in one process (`novyra run`),
 //! optionally returning once every group has caught up.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use novyra_kafka::lag::{describe_group, group_lag, PartitionLag};
@@ -149,7 +151,47 @@ pub async fn run(
     exit_when_idle: bool,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let health = Health::new();
+    let until = if exit_when_idle {
+        Until::idle()
+    } else {
+        Until::Stopped
+    };
+    run_with(cfg, workers, until, stop, &Health::new()).await
+}
+
+/// When [`run_with`] ends by itself.
+#[derive(Debug, Clone)]
+pub enum Until {
+    /// Never: only on `stop`.
+    Stopped,
+    /// Once every group is idle (as in [`run`]) while the flag is set. A
+    /// caller still publishing leaves it unset, so a pause between its
+    /// records is not taken for the end of the work.
+    Idle(Arc<AtomicBool>),
+}
+
+impl Until {
+    /// Once every group is idle, with nothing held back.
+    pub fn idle() -> Self {
+        Until::Idle(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+/// [`run`], with the end chosen by `until` and the metrics kept in
+/// `health`, so a caller in the same process (the demo) can read them.
+pub async fn run_with(
+    cfg: &Config,
+    workers: &[Worker],
+    until: Until,
+    stop: CancellationToken,
+    health: &Health,
+) -> Result<(), WorkerError> {
+    let health = health.clone();
+    let exit_gate = match until {
+        Until::Idle(gate) => Some(gate),
+        Until::Stopped => None,
+    };
+    let exit_when_idle = exit_gate.is_some();
     let server = {
         let (h, addr, s) = (
             health.clone(),
@@ -188,7 +230,7 @@ pub async fn run(
         .iter()
         .map(|w| cfg.group(w.group().suffix()))
         .collect();
-    let idle_watch = exit_when_idle.then(|| {
+    let idle_watch = exit_gate.map(|gate| {
         let (cfg, stop) = (cfg.clone(), stop.clone());
         let (ingest_group, attempts) = (cfg.group(ingest::GROUP), cfg.topic(Topic::Attempts));
         tokio::spawn(async move {
@@ -233,7 +275,8 @@ pub async fn run(
                         Some(s) => matches!(s.recompute_pending().await, Ok(0)),
                         None => false,
                     };
-                idle_rounds = if lag_zero && outbox_empty && recomputed {
+                let released = gate.load(Ordering::SeqCst);
+                idle_rounds = if released && lag_zero && outbox_empty && recomputed {
                     idle_rounds + 1
                 } else {
                     0

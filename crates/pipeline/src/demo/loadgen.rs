@@ -374,6 +374,19 @@ pub async fn generate_and_publish(
     o: &LoadgenOptions,
     quiet: bool,
 ) -> Result<Published, PublishError> {
+    generate_and_publish_after(cfg, o, quiet, async {}).await
+}
+
+/// [`generate_and_publish`], awaiting `ready` between the curriculum and
+/// the attempts: the demo lets its pipeline join its groups and take in the
+/// curriculum there, so the attempts meet running consumers and their
+/// freshness measures the pipeline, not its start-up.
+pub async fn generate_and_publish_after(
+    cfg: &crate::Config,
+    o: &LoadgenOptions,
+    quiet: bool,
+    ready: impl std::future::Future<Output = ()>,
+) -> Result<Published, PublishError> {
     let codec = Codec::new(&cfg.registry()).map_err(|e| PublishError(e.to_string()))?;
     let producer = cfg
         .kafka()
@@ -394,6 +407,7 @@ pub async fn generate_and_publish(
     let attempts: Vec<(String, ConceptAttempted)> =
         a.into_iter().map(|x| (x.user_id.clone(), x)).collect();
     let (concepts, links) = publish_curriculum(cfg, &codec, &producer, &c, quiet).await?;
+    ready.await;
     publish(
         &codec,
         &producer,

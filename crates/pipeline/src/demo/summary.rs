@@ -177,8 +177,8 @@ impl Summary {
         self.checks.iter().all(|(_, ok, _)| *ok)
     }
 
-    /// The human-readable table.
-    pub fn render(&self, elapsed: Option<std::time::Duration>, events: usize) -> String {
+    /// The human-readable table, with the demo's timings when given.
+    pub fn render(&self, run: Option<&crate::live::DemoRun>) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "\n== NOVYRA Stream summary ==");
         let _ = writeln!(o, "\nEvents per topic:");
@@ -205,15 +205,8 @@ impl Summary {
         for (g, l) in &self.lag {
             let _ = writeln!(o, "  {g:<28} {l:>10}");
         }
-        if let Some(e) = elapsed {
-            let secs = e.as_secs_f64().max(0.001);
-            let _ = writeln!(
-                o,
-                "\nElapsed {:.1} s, {} attempts, {:.0} events/s",
-                secs,
-                events,
-                events as f64 / secs
-            );
+        if let Some(r) = run {
+            let _ = write!(o, "{}", render_run(r));
         }
         if let Some((u, next)) = &self.next_for {
             let _ = writeln!(o, "\nNext concepts to learn for {u}:");
@@ -235,4 +228,81 @@ impl Summary {
         }
         o
     }
+}
+
+/// The demo's timings: start-up apart from the steady rate, and freshness.
+fn render_run(r: &crate::live::DemoRun) -> String {
+    let mut o = String::new();
+    let offered = if r.offered_rate > 0 {
+        format!("offered at {}/s", r.offered_rate)
+    } else {
+        "offered as fast as the producer could".to_owned()
+    };
+    let _ = writeln!(
+        o,
+        "\nTimings ({} attempts, {offered}):",
+        r.published.attempts
+    );
+    let _ = writeln!(
+        o,
+        "  {:<28} {:>9.1} s  (groups joined, curriculum in the catalogue and graph)",
+        "start-up",
+        r.startup.as_secs_f64()
+    );
+    match r.ingest_rate {
+        Some(rate) => {
+            let _ = writeln!(
+                o,
+                "  {:<28} {:>9.0} /s (attempts, first to last ingest commit)",
+                "pipeline rate", rate
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  {:<28} {:>11} (no attempt committed)",
+                "pipeline rate", "-"
+            );
+        }
+    }
+    let rows = [
+        (
+            "graph freshness",
+            &r.freshness,
+            "attempt in Kafka to its edge in Neo4j",
+        ),
+        (
+            "  of which ingest",
+            &r.hops[0],
+            "attempt in Kafka to its Postgres commit",
+        ),
+        (
+            "  of which graph sink",
+            &r.hops[1],
+            "mastery record in Kafka to Neo4j",
+        ),
+    ];
+    for (label, q, what) in rows {
+        match q {
+            Some(q) if q.len() == 3 => {
+                let _ = writeln!(
+                    o,
+                    "  {label:<28} p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms ({what})",
+                    q[0] * 1e3,
+                    q[1] * 1e3,
+                    q[2] * 1e3
+                );
+            }
+            _ => {
+                let _ = writeln!(o, "  {label:<28} {:>11} (nothing measured)", "-");
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  {:<28} {:>9.1} s  (start to every group idle, start-up included)",
+        "total elapsed",
+        r.elapsed.as_secs_f64()
+    );
+    o
 }
