@@ -11,10 +11,13 @@
 //! - end-to-end latency at a fixed offered rate: Kafka create time to the
 //!   Postgres commit, from the worker's `novyra_end_to_end_latency_seconds`
 //!   histogram (25% buckets, interpolated);
-//! - peak RSS of the worker process (`VmHWM`).
+//! - peak RSS of the worker process (`VmHWM`);
+//! - `novyra replay` of the throughput run's topics (`measure.rs`), and
+//!   the graph freshness of a whole `novyra run` (`freshness.rs`).
 
 mod baseline;
 mod ceiling;
+mod freshness;
 mod graph;
 mod measure;
 mod metrics;

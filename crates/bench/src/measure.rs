@@ -26,10 +26,10 @@ pub struct Options {
     concepts: usize,
     /// Offered rate of the latency runs, attempts per second.
     #[arg(long, default_value_t = 5_000)]
-    rate: u64,
+    pub(crate) rate: u64,
     /// Length of the real ingest's latency run, seconds.
     #[arg(long, default_value_t = 30)]
-    latency_secs: u64,
+    pub(crate) latency_secs: u64,
     /// Attempts preloaded for the baseline's throughput run (it is slow).
     #[arg(long, default_value_t = 20_000)]
     baseline_attempts: usize,
@@ -54,6 +54,8 @@ enum Part {
     Ingest,
     /// Mastery edges into Neo4j, and reconcile.
     Graph,
+    /// Graph freshness with every group in one `novyra run`.
+    Freshness,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +63,7 @@ pub(crate) enum Worker {
     Ingest,
     Baseline,
     Graph,
+    Pipeline,
 }
 
 impl Worker {
@@ -69,6 +72,7 @@ impl Worker {
             Worker::Ingest => "novyra ingest",
             Worker::Baseline => "baseline (1 row per tx)",
             Worker::Graph => "novyra graph",
+            Worker::Pipeline => "novyra run",
         }
     }
     pub(crate) fn group_suffix(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Worker {
             Worker::Ingest => novyra_pipeline::ingest::GROUP,
             Worker::Baseline => crate::baseline::GROUP,
             Worker::Graph => novyra_pipeline::graph_sink::GROUP,
+            Worker::Pipeline => novyra_pipeline::ingest::GROUP,
         }
     }
 }
@@ -107,6 +112,9 @@ pub async fn run(cfg: &Config, o: &Options, novyra: &Path, me: &Path) -> anyhow:
     }
     if o.only.is_none_or(|p| p == Part::Graph) {
         crate::graph::run(cfg, o, novyra, me, &stamp).await?;
+    }
+    if o.only.is_none_or(|p| p == Part::Freshness) {
+        crate::freshness::run(cfg, o, novyra, me, &stamp).await?;
     }
     Ok(())
 }
@@ -280,7 +288,9 @@ async fn measure(
     let (n, secs, tag) = match w {
         Worker::Ingest => (o.attempts, o.latency_secs, "i"),
         Worker::Baseline => (o.baseline_attempts, o.baseline_latency_secs, "b"),
-        Worker::Graph => anyhow::bail!("the graph sink is measured by the graph part"),
+        Worker::Graph | Worker::Pipeline => {
+            anyhow::bail!("measured by the graph and freshness parts")
+        }
     };
     let mut f = Figures::default();
 
@@ -420,6 +430,11 @@ impl Worker {
                 c.arg("graph");
                 c
             }
+            Worker::Pipeline => {
+                let mut c = Command::new(novyra);
+                c.arg("run");
+                c
+            }
         };
         cmd.env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
             .env(
@@ -485,7 +500,7 @@ pub(crate) async fn cleanup(cfg: &Config, keep: bool) {
 
 /// The load of one run: the same students, concepts and spread in time
 /// for every worker and the ceiling.
-fn load(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> LoadgenOptions {
+pub(crate) fn load(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> LoadgenOptions {
     LoadgenOptions {
         concepts: o.concepts,
         domains: 10,
@@ -503,7 +518,7 @@ async fn publish(cfg: &Config, o: &Options, n: usize, rate: u64, run: &str) -> a
     Ok(())
 }
 
-async fn wait_committed(
+pub(crate) async fn wait_committed(
     child: &mut Child,
     w: Worker,
     addr: &str,
