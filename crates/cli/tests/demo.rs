@@ -70,9 +70,14 @@ async fn demo_reports_start_up_rate_and_freshness_apart() {
     // start-up and the drain, which the rate must leave out.
     assert!(startup > 0.0 && startup < total, "{out}");
     assert!(total > 2.0, "{out}");
+    // It cannot outrun the offer, and it leaves out the idle tail (the
+    // run notices idleness after two 1.5 s checks), so it beats the rate
+    // over everything after start-up by a clear margin even on a busy
+    // machine.
+    let after_startup = 3_000.0 / (total - startup);
     assert!(
-        (750.0..=2_250.0).contains(&rate),
-        "the pipeline rate follows the offered 1,500/s: {rate}\n{out}"
+        rate <= 1_500.0 * 1.5 && rate > 1.2 * after_startup,
+        "the pipeline rate {rate} follows the offered 1,500/s, not the {after_startup:.0}/s over the run after start-up\n{out}"
     );
     assert!(p50 > 0.0 && p50 <= p99, "{out}");
     assert!(p99 < 30_000.0, "freshness p99 {p99} ms:\n{out}");
