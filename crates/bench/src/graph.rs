@@ -255,14 +255,8 @@ async fn measure_graph(
 /// Runs `novyra reconcile --json` and samples its peak RSS while it runs.
 fn reconcile(cfg: &Config, novyra: &Path, p: &str) -> anyhow::Result<(f64, f64, Report)> {
     let started = Instant::now();
-    let mut child = Command::new(novyra)
+    let mut child = measure::pointed_at(&mut Command::new(novyra), cfg)
         .args(["reconcile", "--json", "--id-prefix", p])
-        .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
-        .env(
-            "NOVYRA_DB_SCHEMA",
-            cfg.database.schema.as_deref().unwrap_or(""),
-        )
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

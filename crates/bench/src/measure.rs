@@ -215,14 +215,8 @@ async fn replay(cfg: &Config, novyra: &Path, keep: bool) -> anyhow::Result<(f64,
     let schema = format!("{}r", cfg.database.schema.as_deref().unwrap_or("bench"));
     eprintln!("[bench] novyra replay into schema {schema}");
     let started = Instant::now();
-    let out = Command::new(novyra)
+    let out = pointed_at(&mut Command::new(novyra), cfg)
         .args(["replay", "--schema", &schema])
-        .env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
-        .env(
-            "NOVYRA_DB_SCHEMA",
-            cfg.database.schema.as_deref().unwrap_or(""),
-        )
-        .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit())
         .output()
         .context("running novyra replay")?;
@@ -436,19 +430,26 @@ impl Worker {
                 c
             }
         };
-        cmd.env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
-            .env(
-                "NOVYRA_DB_SCHEMA",
-                cfg.database.schema.as_deref().unwrap_or(""),
-            )
+        pointed_at(&mut cmd, cfg)
             .env("NOVYRA_METRICS_ADDR", &cfg.pipeline.metrics_addr)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
         cmd.spawn()
             .map(|c| Running(Some(c)))
             .with_context(|| format!("starting {}", self.label()))
     }
+}
+
+/// `cmd` (a `novyra` or bench process) pointed at `cfg`'s topics and
+/// schema, logging warnings only; the rest of the config comes from the
+/// environment it inherits.
+pub(crate) fn pointed_at<'c>(cmd: &'c mut Command, cfg: &Config) -> &'c mut Command {
+    cmd.env("NOVYRA_TOPIC_PREFIX", &cfg.topic_prefix)
+        .env(
+            "NOVYRA_DB_SCHEMA",
+            cfg.database.schema.as_deref().unwrap_or(""),
+        )
+        .env("RUST_LOG", "warn")
 }
 
 pub(crate) fn prefixed(base: &Config, name: &str) -> Config {
