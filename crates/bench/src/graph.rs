@@ -238,7 +238,7 @@ async fn measure_graph(
 
     // Reconcile over that graph, as its own process.
     eprintln!("[bench] graph: reconcile");
-    let (seconds, rss, report) = reconcile(cfg, novyra, p)?;
+    let (seconds, rss, report) = reconcile(cfg, novyra, &["--id-prefix", p])?;
     f.reconcile_seconds = seconds;
     f.reconcile_rss_mib = rss;
     f.report = report;
@@ -252,11 +252,17 @@ async fn measure_graph(
     Ok(f)
 }
 
-/// Runs `novyra reconcile --json` and samples its peak RSS while it runs.
-fn reconcile(cfg: &Config, novyra: &Path, p: &str) -> anyhow::Result<(f64, f64, Report)> {
+/// Runs `novyra reconcile --json` with `args` and samples its peak RSS
+/// while it runs.
+pub(crate) fn reconcile(
+    cfg: &Config,
+    novyra: &Path,
+    args: &[&str],
+) -> anyhow::Result<(f64, f64, Report)> {
     let started = Instant::now();
     let mut child = measure::pointed_at(&mut Command::new(novyra), cfg)
-        .args(["reconcile", "--json", "--id-prefix", p])
+        .args(["reconcile", "--json"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -21,6 +21,7 @@ mod freshness;
 mod graph;
 mod measure;
 mod metrics;
+mod reconcile;
 
 use std::path::PathBuf;
 

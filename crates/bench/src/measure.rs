@@ -40,11 +40,13 @@ pub struct Options {
     /// Keep the benchmark's topics and schemas instead of dropping them.
     #[arg(long)]
     pub(crate) keep: bool,
-    /// Run only this part (both by default).
+    /// Run only this part (all by default).
     #[arg(long, value_enum)]
     only: Option<Part>,
     #[command(flatten)]
     pub(crate) graph: crate::graph::GraphOptions,
+    #[command(flatten)]
+    pub(crate) reconcile: crate::reconcile::ReconcileOptions,
 }
 
 /// The benchmark's parts.
@@ -56,6 +58,8 @@ enum Part {
     Graph,
     /// Graph freshness with every group in one `novyra run`.
     Freshness,
+    /// Reconcile's time and memory over millions of edges.
+    Reconcile,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,6 +119,9 @@ pub async fn run(cfg: &Config, o: &Options, novyra: &Path, me: &Path) -> anyhow:
     }
     if o.only.is_none_or(|p| p == Part::Freshness) {
         crate::freshness::run(cfg, o, novyra, me, &stamp).await?;
+    }
+    if o.only.is_none_or(|p| p == Part::Reconcile) {
+        crate::reconcile::run(cfg, o, novyra, me, &stamp).await?;
     }
     Ok(())
 }

@@ -121,48 +121,62 @@ impl GraphStore {
     ) -> Result<Vec<MasteryEdgeState>, GraphError> {
         let mut out = Vec::new();
         let mut after = String::new();
-        loop {
-            let mut users = self
-                .graph
-                .execute(
-                    query(
-                        "MATCH (u:User) WHERE u.id STARTS WITH $p AND u.id > $after \
-                         RETURN u.id AS id ORDER BY u.id LIMIT $page",
-                    )
-                    .param("p", prefix)
-                    .param("after", after.as_str())
-                    .param("page", PAGE / 20),
-                )
-                .await?;
-            let mut ids: Vec<String> = Vec::new();
-            while let Some(r) = users.next().await? {
-                ids.push(r.get("id")?);
-            }
-            let Some(last) = ids.last().cloned() else {
-                return Ok(out);
-            };
-            let mut rows = self
-                .graph
-                .execute(
-                    query(
-                        "MATCH (u:User)-[r:MASTERED_BY]->(c:Concept) WHERE u.id IN $ids \
-                         RETURN u.id AS u, c.id AS c, r.score AS s, r.version AS v, \
-                         r.updatedAt AS t",
-                    )
-                    .param("ids", ids),
-                )
-                .await?;
-            while let Some(r) = rows.next().await? {
-                out.push(MasteryEdgeState {
-                    user: r.get("u")?,
-                    concept: r.get("c")?,
-                    score: r.get("s")?,
-                    version: r.get("v")?,
-                    updated_at: r.get("t").ok(),
-                });
-            }
+        while let Some(last) = self.mastery_edge_page(prefix, &after, &mut out).await? {
             after = last;
         }
+        Ok(out)
+    }
+
+    /// One page of [`GraphStore::mastery_edge_states`]: the edges of the
+    /// next users (by id) after `after`, appended to `out`. Returns the last
+    /// user read, to pass as the next `after`, or `None` past the end. Lets
+    /// reconciliation stream a graph of any size through bounded memory.
+    pub async fn mastery_edge_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        out: &mut Vec<MasteryEdgeState>,
+    ) -> Result<Option<String>, GraphError> {
+        let mut users = self
+            .graph
+            .execute(
+                query(
+                    "MATCH (u:User) WHERE u.id STARTS WITH $p AND u.id > $after \
+                     RETURN u.id AS id ORDER BY u.id LIMIT $page",
+                )
+                .param("p", prefix)
+                .param("after", after)
+                .param("page", PAGE / 20),
+            )
+            .await?;
+        let mut ids: Vec<String> = Vec::new();
+        while let Some(r) = users.next().await? {
+            ids.push(r.get("id")?);
+        }
+        let Some(last) = ids.last().cloned() else {
+            return Ok(None);
+        };
+        let mut rows = self
+            .graph
+            .execute(
+                query(
+                    "MATCH (u:User)-[r:MASTERED_BY]->(c:Concept) WHERE u.id IN $ids \
+                     RETURN u.id AS u, c.id AS c, r.score AS s, r.version AS v, \
+                     r.updatedAt AS t",
+                )
+                .param("ids", ids),
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            out.push(MasteryEdgeState {
+                user: r.get("u")?,
+                concept: r.get("c")?,
+                score: r.get("s")?,
+                version: r.get("v")?,
+                updated_at: r.get("t").ok(),
+            });
+        }
+        Ok(Some(last))
     }
 
     /// Writes mastery edges as reconciliation repairs them: like the sink's

@@ -157,6 +157,10 @@ pub struct PipelineSection {
     /// reconciliation may delete without `--force`: a run that would delete
     /// more is refused, since that is likelier a broken input than drift.
     pub reconcile_max_delete_share: f64,
+    /// Mastery keys per spill bucket of a reconciliation: its memory grows
+    /// with this, not with the graph (about 1 KiB per key, all sides, at
+    /// the peak), while each bucket costs a few small files and queries.
+    pub reconcile_bucket_rows: usize,
     /// Whether the ingest relays its outbox to the mastery topic. Off only
     /// for a replay into another schema, whose mastery updates the live
     /// topic already holds.
@@ -237,6 +241,7 @@ impl Default for PipelineSection {
             mastery_threshold: 0.95,
             reconcile_interval_secs: 86_400,
             reconcile_max_delete_share: 0.05,
+            reconcile_bucket_rows: 50_000,
             relay: true,
             leaderboard_refresh_secs: 300,
         }
@@ -451,6 +456,9 @@ impl Config {
                 "pipeline.reconcile_max_delete_share",
                 "must be within 0..=1",
             );
+        }
+        if self.pipeline.reconcile_bucket_rows == 0 {
+            return bad("pipeline.reconcile_bucket_rows", "must be at least 1");
         }
         if let Some(s) = &self.database.schema {
             if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

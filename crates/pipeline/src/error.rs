@@ -37,4 +37,8 @@ pub enum WorkerError {
     /// wrote nothing.
     #[error("incomplete view, nothing written: {0}")]
     Incomplete(String),
+    /// Reconciliation could not spill to (or read back from) its
+    /// temporary files: a full disk or a missing `TMPDIR`.
+    #[error(transparent)]
+    Spill(#[from] crate::reconcile::spill::SpillError),
 }

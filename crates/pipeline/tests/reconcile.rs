@@ -21,7 +21,10 @@ async fn exec(g: &neo4rs::Graph, q: neo4rs::Query) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_repairs_exactly_the_injected_drift() {
-    let cfg = common::config("recon");
+    let mut cfg = common::config("recon");
+    // Small spill buckets (about ten here), so the diff runs bucket by
+    // bucket as it does on a large graph.
+    cfg.pipeline.reconcile_bucket_rows = 40;
     common::setup(&cfg).await;
     let p = format!("{}-", cfg.topic_prefix.trim_end_matches('.'));
     let o = LoadgenOptions {

@@ -82,6 +82,44 @@ impl Store {
         })
     }
 
+    /// How many mastery rows: sizes reconciliation's spill.
+    pub async fn mastery_row_count(&self) -> Result<i64, StoreError> {
+        in_tx!(self, |c| Ok(mastery_records::table
+            .count()
+            .get_result(c)
+            .await?))
+    }
+
+    /// Up to `limit` mastery rows after the key `after` (`None`: from the
+    /// start), in key order: reconciliation pages through the whole table
+    /// with it instead of holding it in memory.
+    pub async fn mastery_rows_after(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<MasteryRow>, StoreError> {
+        use diesel::sql_types::{Bool, Text};
+        let after = after.map(|(u, c)| (u.to_owned(), c.to_owned()));
+        in_tx!(self, |conn| {
+            let mut q = mastery_records::table
+                .order((mastery_records::user_id, mastery_records::concept_id))
+                .limit(limit)
+                .select(MasteryRow::as_select())
+                .into_boxed();
+            if let Some((u, c)) = &after {
+                // A row comparison, which walks the primary key index.
+                q = q.filter(
+                    diesel::dsl::sql::<Bool>("(user_id, concept_id) > (")
+                        .bind::<Text, _>(u.clone())
+                        .sql(", ")
+                        .bind::<Text, _>(c.clone())
+                        .sql(")"),
+                );
+            }
+            Ok(q.load(conn).await?)
+        })
+    }
+
     /// The BKT parameters of every concept the catalogue holds now.
     pub async fn catalogue_params(
         &self,

@@ -10,13 +10,23 @@
 //! mastery repairs overwrite only an equal or older version, so an edge a
 //! newer event wrote meanwhile is never rolled back.
 //!
-//! Memory: the expected state is held in maps keyed by id, and the graph
-//! is read in pages but also held for the diff, so memory grows linearly:
-//! `make bench` measured a 153 MiB peak for 198,000 edges (about 0.75 KiB
-//! per edge, all in). Past a few million edges the same diff would stream
-//! both sides in key order; until then `id_prefix` reconciles in slices.
+//! Memory: concepts and prerequisite links (thousands) are held whole.
+//! Mastery keys (millions) are not: every side of their diff is spilled to
+//! temporary files split by a hash of the user id ([`spill`]), then diffed
+//! one bucket at a time ([`mastery`]), so the peak grows with
+//! `pipeline.reconcile_bucket_rows`, not with the graph. Three passes over
+//! the buckets: decode each key's latest topic record (and learn which
+//! concepts edges still reference, which decides the concept deletes), count
+//! the drift for the delete brake, then repair. The middle pass writes
+//! nothing, so a refused or dry run leaves everything as it was.
+
+mod mastery;
+pub mod spill;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use mastery::{diff_bucket, GraphEdge, WantEdge};
+use spill::{Spill, SpillError};
 use std::time::{Duration, Instant};
 
 use crate::changes::{decode_record, Change};
@@ -108,24 +118,25 @@ impl Report {
     }
 }
 
-/// The expected mastery edge: score, version, event time.
-type Edge = (f64, i64, i64);
-
 /// The last record of one key below the snapshot: what compaction will
 /// eventually leave, and the only one that says what the key holds now.
+#[derive(Serialize, Deserialize)]
 struct Latest {
     partition: i32,
     offset: i64,
     payload: Option<Vec<u8>>,
 }
 
-/// Reads `topic` from the beginning up to the high watermarks taken now and
-/// keeps the last record per key. Fails, rather than returning a partial
-/// view, if a partition stops short of its snapshot offset.
+/// Reads `topic` from the beginning up to the high watermarks taken now,
+/// handing each record with a UTF-8 key to `each` in the order read (a
+/// key's records in offset order). Fails, rather than returning a partial
+/// view, if a partition stops short of its snapshot offset. Returns how
+/// many records were read.
 async fn read_to_snapshot(
     cfg: &Config,
     topic: &str,
-) -> Result<(u64, BTreeMap<String, Latest>), WorkerError> {
+    mut each: impl FnMut(&str, Latest) -> Result<(), WorkerError>,
+) -> Result<u64, WorkerError> {
     let consumer: StreamConsumer = cfg.kafka().reader_config().create()?;
     let marks = {
         let kafka = cfg.kafka();
@@ -146,9 +157,8 @@ async fn read_to_snapshot(
             end.insert(p, high);
         }
     }
-    let mut latest = BTreeMap::new();
     if end.is_empty() {
-        return Ok((0, latest));
+        return Ok(0);
     }
     consumer.assign(&tpl)?;
     let mut n = 0;
@@ -173,20 +183,35 @@ async fn read_to_snapshot(
             // A record without a UTF-8 key is refused by every sink, so it
             // never decides what a key holds.
             if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                latest.insert(
-                    key.to_owned(),
+                each(
+                    key,
                     Latest {
                         partition: p,
                         offset: m.offset(),
                         payload: m.payload().map(<[u8]>::to_vec),
                     },
-                );
+                )?;
             }
         }
         if m.offset() + 1 >= high {
             end.remove(&p);
         }
     }
+    Ok(n)
+}
+
+/// [`read_to_snapshot`] keeping every key's last record in memory: for the
+/// small topics (concepts, prerequisites).
+async fn latest_in_memory(
+    cfg: &Config,
+    topic: &str,
+) -> Result<(u64, BTreeMap<String, Latest>), WorkerError> {
+    let mut latest = BTreeMap::new();
+    let n = read_to_snapshot(cfg, topic, |key, l| {
+        latest.insert(key.to_owned(), l);
+        Ok(())
+    })
+    .await?;
     Ok((n, latest))
 }
 
@@ -229,35 +254,96 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
     let p = o.id_prefix.as_str();
     let graph = cfg.graph()?;
     let codec = Codec::new(&cfg.registry())?;
+    let store = novyra_store::Store::new(&cfg.store())?;
+
+    // Enough buckets that the largest side fits `reconcile_bucket_rows`
+    // keys per bucket.
+    let largest = store
+        .mastery_row_count()
+        .await?
+        .max(graph.counts().await?.rel("MASTERED_BY"))
+        .max(0) as usize;
+    let spill = Spill::new(largest / cfg.pipeline.reconcile_bucket_rows + 1)?;
 
     // 0. Postgres first, then what is still in the outbox (on its way to
     // the topic): a row read here and relayed since is below the topic
     // watermarks taken later, so only rows the topic truly lacks remain.
-    let store = novyra_store::Store::new(&cfg.store())?;
-    let pg_rows = store.mastery_rows().await?;
-    let pending = store.outbox_pending_keys().await?;
+    let mut rows = spill.writer::<MasteryUpdated>(POSTGRES)?;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = store
+            .mastery_rows_after(
+                after.as_ref().map(|(u, c)| (u.as_str(), c.as_str())),
+                PG_PAGE,
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.user_id.clone(), last.concept_id.clone()));
+        for r in page {
+            if r.user_id.starts_with(p) {
+                rows.push(
+                    &r.user_id,
+                    &MasteryUpdated {
+                        updated_at: r.updated_at.timestamp_millis(),
+                        user_id: r.user_id.clone(),
+                        concept_id: r.concept_id,
+                        mastery: r.mastery,
+                        version: r.version,
+                        attempts_total: r.attempts_total,
+                        attempts_correct: r.attempts_correct,
+                        confidence_weight: r.confidence_weight,
+                        last_event_id: r.last_event_id,
+                    },
+                )?;
+            }
+        }
+    }
+    rows.finish()?;
+    let mut pending = spill.writer::<(String, String)>(PENDING)?;
+    for (u, c) in store.outbox_pending_keys().await? {
+        pending.push(&u, &(u.clone(), c))?;
+    }
+    pending.finish()?;
 
     // 1. The graph as it is.
     let nodes = graph.concept_nodes(p).await?;
     let links: HashSet<(String, String)> = graph.prerequisite_edges(p).await?.into_iter().collect();
-    let edges: HashMap<(String, String), (f64, i64)> = graph
-        .mastery_edge_states(p)
-        .await?
-        .into_iter()
-        .map(|e| ((e.user, e.concept), (e.score, e.version)))
-        .collect();
+    let mut edges = spill.writer::<GraphEdge>(GRAPH)?;
+    let mut page = Vec::new();
+    let mut after = String::new();
+    while let Some(last) = graph.mastery_edge_page(p, &after, &mut page).await? {
+        for e in page.drain(..) {
+            edges.push(&e.user, &(e.user.clone(), e.concept, e.score, e.version))?;
+        }
+        after = last;
+    }
+    let edge_count = edges.finish()?;
 
     // 2. The topics up to a snapshot taken after that: every key's last
     // record, all of which must decode (DESIGN.md: a job that cannot see
-    // the whole truth does nothing).
+    // the whole truth does nothing). Mastery records go to the spill, by
+    // the user in their key, and are decoded bucket by bucket.
     let mut report = Report::default();
     let mut concepts: BTreeMap<String, ConceptUpserted> = BTreeMap::new();
     let mut want_links: HashSet<(String, String)> = HashSet::new();
-    let mut want_edges: HashMap<(String, String), Edge> = HashMap::new();
-    // The graph's truth: what the graph sink consumes.
+    let mastery_topic = cfg.topic(Topic::Mastery);
     for kind in Group::Graph.topics() {
         let topic = cfg.topic(kind);
-        let (n, latest) = read_to_snapshot(cfg, &topic).await?;
+        if topic == mastery_topic {
+            let mut w = spill.writer::<(String, Latest)>(TOPIC)?;
+            let buckets = spill.buckets();
+            report.records_read += read_to_snapshot(cfg, &topic, |key, l| {
+                // A key that names no user cannot be decoded either; any
+                // bucket will report it if it is a key's latest record.
+                let b =
+                    keys::parse_mastery_key(key).map_or(0, |(u, _)| spill::bucket_of(u, buckets));
+                Ok(w.push_to(b, &(key.to_owned(), l))?)
+            })
+            .await?;
+            w.finish()?;
+            continue;
+        }
+        let (n, latest) = latest_in_memory(cfg, &topic).await?;
         report.records_read += n;
         for change in decode_latest(cfg, &codec, &topic, latest).await? {
             match change {
@@ -267,30 +353,38 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
                 Change::Link(l) => {
                     want_links.insert((l.prerequisite_id, l.concept_id));
                 }
-                Change::Mastery(m) => {
-                    want_edges.insert(
-                        (m.user_id, m.concept_id),
-                        (m.mastery, m.version, m.updated_at),
-                    );
-                }
-                Change::ConceptDeleted(_)
-                | Change::Unlink(..)
-                | Change::MasteryDeleted(..)
-                | Change::Evaluation(_) => {}
+                _ => {}
             }
         }
     }
     concepts.retain(|id, _| id.starts_with(p));
     want_links.retain(|(_, c)| c.starts_with(p));
-    want_edges.retain(|(u, _), _| u.starts_with(p));
 
-    // 3. The diff.
-    let mut batch = GraphBatch::default();
-    let referenced: HashSet<&str> = want_links
+    // 3a. Each mastery key's latest record, decoded; the concepts the
+    // wanted edges reference.
+    let mut referenced: HashSet<String> = want_links
         .iter()
-        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
-        .chain(want_edges.keys().map(|(_, c)| c.as_str()))
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
         .collect();
+    for b in 0..spill.buckets() {
+        let mut latest: BTreeMap<String, Latest> = BTreeMap::new();
+        for (key, l) in spill.read::<(String, Latest)>(TOPIC, b)? {
+            latest.insert(key, l);
+        }
+        let mut want: Vec<WantEdge> = Vec::new();
+        for change in decode_latest(cfg, &codec, &mastery_topic, latest).await? {
+            if let Change::Mastery(m) = change {
+                if m.user_id.starts_with(p) {
+                    referenced.insert(m.concept_id.clone());
+                    want.push((m.user_id, m.concept_id, m.mastery, m.version, m.updated_at));
+                }
+            }
+        }
+        spill.write_bucket(WANT, b, &want)?;
+    }
+
+    // 3b. The concepts and links (small, in memory).
+    let mut batch = GraphBatch::default();
     let have: HashMap<&str, &novyra_graph::ConceptNode> =
         nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     for (id, c) in &concepts {
@@ -311,7 +405,7 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
         }
     }
     for n in &nodes {
-        if !concepts.contains_key(&n.id) && !referenced.contains(n.id.as_str()) {
+        if !concepts.contains_key(&n.id) && !referenced.contains(&n.id) {
             report.extra_concept += 1;
             batch.concept_deleted(n.id.clone());
         }
@@ -334,68 +428,29 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
             batch.unlink(l.0.clone(), l.1.clone());
         }
     }
-    let mut repairs: Vec<(String, String, f64, i64, i64)> = Vec::new();
-    for (k, (score, version, at)) in &want_edges {
-        match edges.get(k) {
-            None => {
-                report.missing_mastery += 1;
-                repairs.push((k.0.clone(), k.1.clone(), *score, *version, *at));
-            }
-            Some((s, v)) if v > version => {
-                let _ = s;
-                report.newer_in_graph += 1;
-            }
-            Some((s, v)) if v < version || s.to_bits() != score.to_bits() => {
-                report.stale_mastery += 1;
-                repairs.push((k.0.clone(), k.1.clone(), *score, *version, *at));
-            }
-            Some(_) => {}
-        }
-    }
-    // In key order, as the sink writes, so the two take locks alike.
-    repairs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    for k in edges.keys() {
-        if !want_edges.contains_key(k) && !deleted.contains(&k.1) {
-            report.extra_mastery += 1;
-            batch.mastery_deleted(k.0.clone(), k.1.clone());
-        }
-    }
 
-    // 4. Postgres is the truth for the mastery topic (rows read in step 0).
-    let mut republish: Vec<MasteryUpdated> = Vec::new();
-    for r in pg_rows {
-        if !r.user_id.starts_with(p) || pending.contains(&(r.user_id.clone(), r.concept_id.clone()))
-        {
-            continue;
-        }
-        let on_topic = want_edges.get(&(r.user_id.clone(), r.concept_id.clone()));
-        if on_topic.is_none_or(|e| e.1 < r.version) {
-            republish.push(MasteryUpdated {
-                user_id: r.user_id,
-                concept_id: r.concept_id,
-                mastery: r.mastery,
-                version: r.version,
-                attempts_total: r.attempts_total,
-                attempts_correct: r.attempts_correct,
-                confidence_weight: r.confidence_weight,
-                last_event_id: r.last_event_id,
-                updated_at: r.updated_at.timestamp_millis(),
-            });
-        }
-    }
-    report.republished = republish.len() as u64;
-
-    // 5. The brake: deleting much of the graph is likelier a broken input
-    // (a truncated or wrong topic) than drift.
-    report.graph_size = (nodes.len() + links.len() + edges.len()) as u64;
-    // A deleted concept takes its links and edges with it (DETACH DELETE).
-    let cascaded = links
+    // 3c. The mastery edges, counted bucket by bucket (Postgres is the
+    // truth for the mastery topic).
+    let mut cascaded = links
         .iter()
         .filter(|(a, b)| deleted.contains(a) || deleted.contains(b))
-        .count()
-        + edges.keys().filter(|(_, c)| deleted.contains(c)).count();
+        .count() as u64;
+    for b in 0..spill.buckets() {
+        let d = diff_spilled(&spill, b, &deleted)?;
+        report.missing_mastery += d.missing;
+        report.stale_mastery += d.stale;
+        report.newer_in_graph += d.newer;
+        report.extra_mastery += d.deletes.len() as u64;
+        report.republished += d.republish.len() as u64;
+        cascaded += d.cascaded;
+    }
+
+    // 4. The brake: deleting much of the graph is likelier a broken input
+    // (a truncated or wrong topic) than drift.
+    report.graph_size = (nodes.len() + links.len()) as u64 + edge_count;
+    // A deleted concept takes its links and edges with it (DETACH DELETE).
     report.would_delete =
-        report.extra_concept + report.extra_link + report.extra_mastery + cascaded as u64;
+        report.extra_concept + report.extra_link + report.extra_mastery + cascaded;
     let allowed = cfg.pipeline.reconcile_max_delete_share * report.graph_size as f64;
     report.refused = !o.force && report.would_delete as f64 > allowed;
     if report.refused {
@@ -407,32 +462,68 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
         );
     }
 
+    // 5. The repairs: concepts and links first, then each bucket's edges
+    // and republished rows, diffed again from the same files.
     if !o.dry_run && !report.refused {
         graph.write(&batch).await?;
-        graph.repair_mastery(&repairs).await?;
         let producer = cfg.kafka().producer()?;
-        let topic = cfg.topic(Topic::Mastery);
-        for m in &republish {
-            let bytes = codec
-                .encode(&topic, EventKind::Mastery, m)
-                .await
-                .map_err(|e| WorkerError::Join(e.to_string()))?;
-            let key = keys::mastery_key(&m.user_id, &m.concept_id);
-            producer
-                .send(
-                    FutureRecord::to(&topic).key(&key).payload(&bytes),
-                    Duration::from_secs(60),
-                )
-                .await
-                .map_err(|(e, _)| e)?;
+        for b in 0..spill.buckets() {
+            let d = diff_spilled(&spill, b, &deleted)?;
+            let mut deletes = GraphBatch::default();
+            for (u, c) in d.deletes {
+                deletes.mastery_deleted(u, c);
+            }
+            graph.write(&deletes).await?;
+            graph.repair_mastery(&d.repairs).await?;
+            for m in &d.republish {
+                let bytes = codec
+                    .encode(&mastery_topic, EventKind::Mastery, m)
+                    .await
+                    .map_err(|e| WorkerError::Join(e.to_string()))?;
+                let key = keys::mastery_key(&m.user_id, &m.concept_id);
+                producer
+                    .send(
+                        FutureRecord::to(&mastery_topic).key(&key).payload(&bytes),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)?;
+            }
         }
         report.repaired = true;
     }
     tracing::info!(
         drift = report.drift(),
         dry_run = o.dry_run,
+        buckets = spill.buckets(),
+        spill_bytes = spill.bytes(),
         seconds = started.elapsed().as_secs_f64(),
         "reconciliation done"
     );
     Ok(report)
+}
+
+/// The spill sides, by file name.
+const POSTGRES: &str = "postgres";
+const PENDING: &str = "pending";
+const GRAPH: &str = "graph";
+const TOPIC: &str = "topic";
+const WANT: &str = "want";
+
+/// Postgres rows per page.
+const PG_PAGE: i64 = 20_000;
+
+/// Reads one bucket of every side back and diffs it.
+fn diff_spilled(
+    spill: &Spill,
+    b: usize,
+    deleted: &HashSet<String>,
+) -> Result<mastery::BucketDiff, SpillError> {
+    Ok(diff_bucket(
+        spill.read(WANT, b)?,
+        spill.read(GRAPH, b)?,
+        spill.read(POSTGRES, b)?,
+        spill.read(PENDING, b)?,
+        deleted,
+    ))
 }
