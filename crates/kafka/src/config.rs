@@ -130,6 +130,22 @@ impl KafkaConfig {
         ])
     }
 
+    /// A reader for a job that streams a whole topic through once
+    /// (reconcile): librdkafka's prefetch is kept shallow, since with the
+    /// defaults it queues up to 100,000 records per assigned partition for
+    /// records handed on at once anyway. Measured over 2M mastery records
+    /// on 12 partitions: peak RSS 248 MiB with the defaults, 118 MiB with
+    /// 4 MiB per partition in about the same time, 87 MiB with 1 MiB at
+    /// twice the time. Pass-through properties still win.
+    pub fn snapshot_reader_config(&self) -> ClientConfig {
+        let mut defaults = self.reader_defaults().to_vec();
+        defaults.extend([
+            ("queued.max.messages.kbytes", "4096"),
+            ("queued.min.messages", "10000"),
+        ]);
+        self.client(&defaults)
+    }
+
     /// The readers' group id.
     pub fn reader_group(&self) -> &str {
         if self.reader_group.is_empty() {
@@ -142,12 +158,16 @@ impl KafkaConfig {
     /// A consumer that never joins a group: for reading compacted topics,
     /// lag and tail without disturbing the pipeline.
     pub fn reader_config(&self) -> ClientConfig {
-        self.client(&[
+        self.client(&self.reader_defaults())
+    }
+
+    fn reader_defaults(&self) -> [(&str, &str); 4] {
+        [
             ("group.id", self.reader_group()),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
-        ])
+        ]
     }
 }
 

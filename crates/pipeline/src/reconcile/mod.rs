@@ -137,7 +137,7 @@ async fn read_to_snapshot(
     topic: &str,
     mut each: impl FnMut(&str, Latest) -> Result<(), WorkerError>,
 ) -> Result<u64, WorkerError> {
-    let consumer: StreamConsumer = cfg.kafka().reader_config().create()?;
+    let consumer: StreamConsumer = cfg.kafka().snapshot_reader_config().create()?;
     let marks = {
         let kafka = cfg.kafka();
         let topic = topic.to_owned();
