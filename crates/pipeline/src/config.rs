@@ -587,6 +587,12 @@ mod tests {
         std::fs::write(&dir, "[kafka]\nbrokerz = \"x\"\n").expect("write");
         let err = Config::load_with(Some(&dir), env).expect_err("unknown key");
         assert!(err.to_string().contains("brokerz"), "{err}");
+        std::fs::write(&dir, "[pipeline]\nreconcile_bucket_rows = 0\n").expect("write");
+        let err = Config::load_with(Some(&dir), env).expect_err("empty buckets");
+        assert!(
+            err.to_string().contains("pipeline.reconcile_bucket_rows"),
+            "{err}"
+        );
         let _ = std::fs::remove_file(&dir);
     }
 
