@@ -368,9 +368,10 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
         .collect();
     for b in 0..spill.buckets() {
         let mut latest: BTreeMap<String, Latest> = BTreeMap::new();
-        for (key, l) in spill.read::<(String, Latest)>(TOPIC, b)? {
+        spill.for_each(TOPIC, b, |(key, l): (String, Latest)| {
             latest.insert(key, l);
-        }
+            Ok::<_, WorkerError>(())
+        })?;
         let mut want: Vec<WantEdge> = Vec::new();
         for change in decode_latest(cfg, &codec, &mastery_topic, latest).await? {
             if let Change::Mastery(m) = change {

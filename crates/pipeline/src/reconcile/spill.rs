@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
@@ -37,6 +37,9 @@ pub enum SpillError {
         source: postcard::Error,
     },
 }
+
+/// Bytes of strings one spilled record may carry.
+const SCRATCH: usize = 1 << 20;
 
 /// The bucket of a user's keys: the same on every side of one run.
 pub fn bucket_of(user: &str, buckets: usize) -> usize {
@@ -115,26 +118,42 @@ impl Spill {
         side: &str,
         bucket: usize,
     ) -> Result<Vec<T>, SpillError> {
-        let path = self.path(side, bucket);
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|source| SpillError::Io {
-                path: path.clone(),
-                source,
-            })?;
         let mut out = Vec::new();
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let (item, tail) =
-                postcard::take_from_bytes(rest).map_err(|source| SpillError::Encoding {
+        self.for_each(side, bucket, |item| {
+            out.push(item);
+            Ok::<_, SpillError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Hands every record of one side in one bucket to `f`, in the order
+    /// written, holding one at a time: a topic's bucket may hold many
+    /// superseded records per key.
+    pub fn for_each<T: DeserializeOwned, E: From<SpillError>>(
+        &self,
+        side: &str,
+        bucket: usize,
+        mut f: impl FnMut(T) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let path = self.path(side, bucket);
+        let io = |source| SpillError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut r = BufReader::with_capacity(64 * 1024, File::open(&path).map_err(io)?);
+        // Room for the strings of one record (keys, ids); byte payloads
+        // are read element by element and need none.
+        let mut scratch = vec![0_u8; SCRATCH];
+        while !r.fill_buf().map_err(io)?.is_empty() {
+            let (item, _) = postcard::from_io((&mut r, &mut scratch[..])).map_err(|source| {
+                SpillError::Encoding {
                     path: path.clone(),
                     source,
-                })?;
-            out.push(item);
-            rest = tail;
+                }
+            })?;
+            f(item)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes one bucket of a side whole (a side derived bucket by bucket).
@@ -225,5 +244,32 @@ mod tests {
             seen += items.len();
         }
         assert_eq!(seen, users.len());
+    }
+
+    #[test]
+    fn large_payloads_come_back_and_a_cut_file_is_an_error_naming_it() {
+        let spill = Spill::new(1).expect("spill");
+        let big = (0..300_000).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+        let item = ("k".repeat(10_000), Some(big));
+        spill
+            .write_bucket("t", 0, &[item.clone(), item.clone()])
+            .expect("write");
+        let back: Vec<(String, Option<Vec<u8>>)> = spill.read("t", 0).expect("read");
+        assert_eq!(back, vec![item.clone(), item]);
+
+        let path = spill.path("t", 0);
+        let len = std::fs::metadata(&path).expect("meta").len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.set_len(len - 10).expect("cut");
+        let err = spill
+            .read::<(String, Option<Vec<u8>>)>("t", 0)
+            .expect_err("a cut record");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 }
