@@ -19,6 +19,21 @@ pub(crate) const REPAIR_MASTERY: &str = "UNWIND $rows AS row \
     WITH r, row WHERE r.version IS NULL OR r.version <= row.version \
     SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at";
 
+/// Concepts written by reconcile: like the sink's upsert, but a node whose
+/// concept event is newer than the repair (the sink wrote it after the
+/// reconcile's snapshot) is left alone, so a repair never rolls a concept
+/// back. A node of the same time is overwritten (its fields were
+/// corrupted); a placeholder (no time yet) is filled in.
+pub(crate) const REPAIR_CONCEPTS: &str = "UNWIND $rows AS row \
+    MERGE (c:Concept {id: row.id}) \
+    WITH c, row WHERE c.updatedAt IS NULL OR c.updatedAt <= row.updated_at \
+    SET c.name = row.name, c.difficulty = row.difficulty, c.domain = row.domain, c.updatedAt = row.updated_at \
+    MERGE (d:Domain {name: row.domain}) \
+    WITH c, d \
+    OPTIONAL MATCH (c)-[old:PART_OF]->(other:Domain) WHERE other <> d \
+    DELETE old \
+    MERGE (c)-[:PART_OF]->(d)";
+
 /// A concept node as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConceptNode {
@@ -177,6 +192,37 @@ impl GraphStore {
             });
         }
         Ok(Some(last))
+    }
+
+    /// Writes concepts as reconciliation repairs them; see
+    /// [`REPAIR_CONCEPTS`]. A deadlock's victim is run again.
+    pub async fn repair_concepts(
+        &self,
+        concepts: &[novyra_core::ConceptUpserted],
+    ) -> Result<(), GraphError> {
+        if concepts.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<HashMap<&'static str, BoltType>> = concepts
+            .iter()
+            .map(|c| {
+                HashMap::from([
+                    ("id", BoltType::from(c.concept_id.as_str())),
+                    ("name", BoltType::from(c.name.as_str())),
+                    ("domain", BoltType::from(c.domain.as_str())),
+                    ("difficulty", BoltType::from(c.difficulty)),
+                    ("updated_at", BoltType::from(c.updated_at)),
+                ])
+            })
+            .collect();
+        crate::transient_retry("repair_concepts", || async {
+            let mut txn = self.graph.start_txn().await?;
+            txn.run(query(REPAIR_CONCEPTS).param("rows", rows.clone()))
+                .await?;
+            txn.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Writes mastery edges as reconciliation repairs them: like the sink's

@@ -65,3 +65,73 @@ async fn mastery_edge_ends_at_the_highest_version_whatever_the_order() {
         ]
     );
 }
+
+fn concept(id: &str, name: &str, updated_at: i64) -> novyra_core::ConceptUpserted {
+    novyra_core::ConceptUpserted {
+        concept_id: id.into(),
+        name: name.into(),
+        domain: "d".into(),
+        difficulty: 0.5,
+        bkt_p_init: None,
+        bkt_p_transit: None,
+        bkt_p_slip: None,
+        bkt_p_guess: None,
+        updated_at,
+    }
+}
+
+/// Reconcile repairs concepts from a snapshot the sink may have moved past
+/// meanwhile: its write must not roll a newer concept back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concept_repair_never_rolls_a_newer_concept_back() {
+    let g = graph();
+    g.ensure_schema().await.expect("schema");
+    let p = format!("vgc{}-", std::process::id());
+    let (id, placeholder) = (format!("{p}c"), format!("{p}early"));
+    let names = |g: &GraphStore| {
+        let g = g.clone();
+        let p = p.clone();
+        async move {
+            g.concept_nodes(&p)
+                .await
+                .expect("nodes")
+                .into_iter()
+                .map(|n| (n.id, n.name, n.updated_at))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // The sink wrote the concept at time 2,000.
+    let mut b = GraphBatch::default();
+    b.concept(concept(&id, "new", 2_000));
+    // A mastery edge made a placeholder for a concept not yet arrived.
+    b.mastery(update(&format!("{p}u"), &placeholder, 1));
+    g.write(&b).await.expect("write");
+
+    // An older repair changes nothing; one of the same time overwrites a
+    // corrupted node; a placeholder is filled in.
+    g.repair_concepts(&[concept(&id, "old", 1_000)])
+        .await
+        .expect("repair");
+    assert_eq!(
+        names(&g).await,
+        vec![
+            (id.clone(), Some("new".into()), Some(2_000)),
+            (placeholder.clone(), None, None)
+        ]
+    );
+    g.repair_concepts(&[
+        concept(&id, "fixed", 2_000),
+        concept(&placeholder, "arrived", 500),
+    ])
+    .await
+    .expect("repair");
+    assert_eq!(
+        names(&g).await,
+        vec![
+            (id, Some("fixed".into()), Some(2_000)),
+            (placeholder, Some("arrived".into()), Some(500))
+        ]
+    );
+    g.delete_prefixed(&p).await.expect("cleanup");
+}

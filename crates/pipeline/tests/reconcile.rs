@@ -110,6 +110,22 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
             .param("c", renamed.as_str()),
     )
     .await;
+    // A concept the sink has moved past the snapshot (a later event): left
+    // alone, counted as newer in the graph.
+    let ahead = concepts_before
+        .iter()
+        .find(|c| **c != victim && **c != renamed)
+        .expect("a third concept")
+        .clone();
+    exec(
+        &neo,
+        query(
+            "MATCH (c:Concept {id: $c}) SET c.name = 'from a later event', \
+             c.updatedAt = c.updatedAt + 1000000 RETURN 1 AS n",
+        )
+        .param("c", ahead.as_str()),
+    )
+    .await;
     // Strays: three concepts, two links, two mastery edges.
     exec(
         &neo,
@@ -184,7 +200,7 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
         missing_mastery: victim_edges + 5,
         extra_mastery: 2,
         stale_mastery: 4,
-        newer_in_graph: 0,
+        newer_in_graph: 1,
         republished: 1,
         records_read: 0,
         graph_size: 0,
@@ -233,6 +249,18 @@ async fn reconcile_repairs_exactly_the_injected_drift() {
     assert_eq!(
         graph.prerequisite_links(&p).await.expect("links"),
         links_before
+    );
+    let kept = graph
+        .concept_nodes(&p)
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.id == ahead)
+        .expect("the concept ahead");
+    assert_eq!(
+        kept.name.as_deref(),
+        Some("from a later event"),
+        "a repair never rolls a newer concept back"
     );
     let mastery = store.mastery_rows().await.expect("rows");
     let edges = graph.mastery_edges(&p).await.expect("edges");

@@ -74,7 +74,8 @@ pub struct Report {
     pub extra_mastery: u64,
     /// Mastery edges with an older version or another score.
     pub stale_mastery: u64,
-    /// Mastery edges newer in the graph than the snapshot (left alone).
+    /// Concepts and mastery edges newer in the graph than the snapshot
+    /// (written by the sink since; left alone).
     pub newer_in_graph: u64,
     /// Postgres mastery rows missing from the topic or newer there, republished.
     pub republished: u64,
@@ -386,21 +387,28 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
 
     // 3b. The concepts and links (small, in memory).
     let mut batch = GraphBatch::default();
+    let mut concept_repairs: Vec<ConceptUpserted> = Vec::new();
     let have: HashMap<&str, &novyra_graph::ConceptNode> =
         nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     for (id, c) in &concepts {
         match have.get(id.as_str()) {
             None => {
                 report.missing_concept += 1;
-                batch.concept(c.clone());
+                concept_repairs.push(c.clone());
             }
             Some(n) => {
                 let same = n.name.as_deref() == Some(c.name.as_str())
                     && n.domain.as_deref() == Some(c.domain.as_str())
                     && n.difficulty.map(f64::to_bits) == Some(c.difficulty.to_bits());
-                if !same {
+                if same {
+                    continue;
+                }
+                if n.updated_at.is_some_and(|t| t > c.updated_at) {
+                    // The sink has already written a newer event.
+                    report.newer_in_graph += 1;
+                } else {
                     report.stale_concept += 1;
-                    batch.concept(c.clone());
+                    concept_repairs.push(c.clone());
                 }
             }
         }
@@ -466,6 +474,10 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
     // 5. The repairs: concepts and links first, then each bucket's edges
     // and republished rows, diffed again from the same files.
     if !o.dry_run && !report.refused {
+        // Guarded like the mastery repairs: the sink may have written a
+        // newer concept since the snapshot (found by the chaos test, while
+        // the sink caught up after a Neo4j outage).
+        graph.repair_concepts(&concept_repairs).await?;
         graph.write(&batch).await?;
         let producer = cfg.kafka().producer()?;
         for b in 0..spill.buckets() {
