@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use neo4rs::{query, BoltType};
 
+use crate::writes::{concept_row, Row};
 use crate::{GraphError, GraphStore};
 
 /// Rows per page when reading the graph back.
@@ -203,26 +204,8 @@ impl GraphStore {
         if concepts.is_empty() {
             return Ok(());
         }
-        let rows: Vec<HashMap<&'static str, BoltType>> = concepts
-            .iter()
-            .map(|c| {
-                HashMap::from([
-                    ("id", BoltType::from(c.concept_id.as_str())),
-                    ("name", BoltType::from(c.name.as_str())),
-                    ("domain", BoltType::from(c.domain.as_str())),
-                    ("difficulty", BoltType::from(c.difficulty)),
-                    ("updated_at", BoltType::from(c.updated_at)),
-                ])
-            })
-            .collect();
-        crate::transient_retry("repair_concepts", || async {
-            let mut txn = self.graph.start_txn().await?;
-            txn.run(query(REPAIR_CONCEPTS).param("rows", rows.clone()))
-                .await?;
-            txn.commit().await?;
-            Ok(())
-        })
-        .await
+        let rows: Vec<Row> = concepts.iter().map(concept_row).collect();
+        self.repair("repair_concepts", REPAIR_CONCEPTS, rows).await
     }
 
     /// Writes mastery edges as reconciliation repairs them: like the sink's
@@ -236,7 +219,7 @@ impl GraphStore {
         if edges.is_empty() {
             return Ok(());
         }
-        let rows: Vec<HashMap<&'static str, BoltType>> = edges
+        let rows: Vec<Row> = edges
             .iter()
             .map(|(u, c, score, version, at)| {
                 HashMap::from([
@@ -248,10 +231,20 @@ impl GraphStore {
                 ])
             })
             .collect();
-        crate::transient_retry("repair_mastery", || async {
+        self.repair("repair_mastery", REPAIR_MASTERY, rows).await
+    }
+
+    /// Runs one repair statement in its own transaction; a deadlock's
+    /// victim is run again.
+    async fn repair(
+        &self,
+        operation: &'static str,
+        cypher: &'static str,
+        rows: Vec<Row>,
+    ) -> Result<(), GraphError> {
+        crate::transient_retry(operation, || async {
             let mut txn = self.graph.start_txn().await?;
-            txn.run(query(REPAIR_MASTERY).param("rows", rows.clone()))
-                .await?;
+            txn.run(query(cypher).param("rows", rows.clone())).await?;
             txn.commit().await?;
             Ok(())
         })

@@ -89,7 +89,19 @@ impl GraphBatch {
     }
 }
 
-type Row = HashMap<&'static str, BoltType>;
+pub(crate) type Row = HashMap<&'static str, BoltType>;
+
+/// A concept as the `UNWIND` statements read it (the sink's upsert and
+/// reconcile's guarded repair).
+pub(crate) fn concept_row(c: &ConceptUpserted) -> Row {
+    HashMap::from([
+        ("id", BoltType::from(c.concept_id.as_str())),
+        ("name", BoltType::from(c.name.as_str())),
+        ("domain", BoltType::from(c.domain.as_str())),
+        ("difficulty", BoltType::from(c.difficulty)),
+        ("updated_at", BoltType::from(c.updated_at)),
+    ])
+}
 
 fn pairs(v: &[(String, String)], a: &'static str, b: &'static str) -> Vec<Row> {
     v.iter()
@@ -156,19 +168,7 @@ impl GraphStore {
             statement(&mut txn, "unmaster", UNMASTER, rows).await?;
         }
         if !b.concepts.is_empty() {
-            let rows: Vec<Row> = b
-                .concepts
-                .values()
-                .map(|c| {
-                    HashMap::from([
-                        ("id", BoltType::from(c.concept_id.as_str())),
-                        ("name", BoltType::from(c.name.as_str())),
-                        ("domain", BoltType::from(c.domain.as_str())),
-                        ("difficulty", BoltType::from(c.difficulty)),
-                        ("updated_at", BoltType::from(c.updated_at)),
-                    ])
-                })
-                .collect();
+            let rows: Vec<Row> = b.concepts.values().map(concept_row).collect();
             statement(&mut txn, "upsert_concepts", UPSERT_CONCEPTS, rows).await?;
         }
         if !b.links.is_empty() {
