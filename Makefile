@@ -15,7 +15,7 @@ export NEO4J_PASSWORD ?= novyra-dev-password
 export RUST_LOG ?= info,rdkafka=warn
 CARGO ?= cargo
 
-.PHONY: demo test bench chaos stack-up stack-down stack-status build lint interop-venv schema-check
+.PHONY: demo test bench bench-scale chaos stack-up stack-down stack-status build lint interop-venv schema-check
 
 stack-up:
 	bash deploy/stack.sh up
@@ -64,6 +64,13 @@ chaos: stack-up build interop-venv
 # one-row-at-a-time baseline and a binary-COPY ceiling; see docs/benchmarks.md.
 bench: stack-up build
 	./target/release/novyra-bench
+
+# Ten million attempts from a million students over 5,000 concepts through
+# one `novyra run`: rate and memory per tenth of the run, stored sizes, the
+# graph, checked against what was published. About an hour on 2 cores, so
+# not part of `make bench`; see docs/benchmarks.md.
+bench-scale: stack-up build
+	./target/release/novyra-bench --only scale
 
 # crates/store/src/schema.rs must equal `diesel print-schema` of a freshly
 # migrated schema (`bash deploy/schema.sh generate` rewrites it).

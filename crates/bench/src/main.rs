@@ -22,6 +22,7 @@ mod graph;
 mod measure;
 mod metrics;
 mod reconcile;
+mod scale;
 
 use std::path::PathBuf;
 

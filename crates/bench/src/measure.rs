@@ -47,6 +47,8 @@ pub struct Options {
     pub(crate) graph: crate::graph::GraphOptions,
     #[command(flatten)]
     pub(crate) reconcile: crate::reconcile::ReconcileOptions,
+    #[command(flatten)]
+    pub(crate) scale: crate::scale::ScaleOptions,
 }
 
 /// The benchmark's parts.
@@ -60,6 +62,9 @@ enum Part {
     Freshness,
     /// Reconcile's time and memory over millions of edges.
     Reconcile,
+    /// `make bench-scale`: ten million attempts through `novyra run`
+    /// (never part of the default run: it takes most of an hour).
+    Scale,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,6 +127,9 @@ pub async fn run(cfg: &Config, o: &Options, novyra: &Path, me: &Path) -> anyhow:
     }
     if o.only.is_none_or(|p| p == Part::Reconcile) {
         crate::reconcile::run(cfg, o, novyra, me, &stamp).await?;
+    }
+    if o.only == Some(Part::Scale) {
+        crate::scale::run(cfg, o, novyra, me, &stamp).await?;
     }
     Ok(())
 }
@@ -603,12 +611,23 @@ pub(crate) fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
+/// The process's peak resident memory (`VmHWM`).
 pub(crate) fn peak_rss_mib(child: &Child) -> f64 {
+    status_mib(child, "VmHWM:")
+}
+
+/// The process's resident memory now (`VmRSS`).
+pub(crate) fn rss_mib(child: &Child) -> f64 {
+    status_mib(child, "VmRSS:")
+}
+
+/// A kB field of `/proc/<pid>/status`, in MiB (0 once the process is gone).
+fn status_mib(child: &Child, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
