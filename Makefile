@@ -67,8 +67,8 @@ bench: stack-up build
 
 # Ten million attempts from a million students over 5,000 concepts through
 # one `novyra run`: rate and memory per tenth of the run, stored sizes, the
-# graph, checked against what was published. About an hour on 2 cores, so
-# not part of `make bench`; see docs/benchmarks.md.
+# graph, checked against what was published. About 20 minutes and 8 GiB of
+# Postgres on 2 cores, so not part of `make bench`; see docs/benchmarks.md.
 bench-scale: stack-up build
 	./target/release/novyra-bench --only scale
 

@@ -63,7 +63,7 @@ enum Part {
     /// Reconcile's time and memory over millions of edges.
     Reconcile,
     /// `make bench-scale`: ten million attempts through `novyra run`
-    /// (never part of the default run: it takes most of an hour).
+    /// (never part of the default run: it takes about 20 minutes).
     Scale,
 }
 
