@@ -16,7 +16,8 @@ pub enum WorkerError {
     /// Neo4j failed for good.
     #[error(transparent)]
     Graph(#[from] novyra_graph::GraphError),
-    /// The registry client could not be built.
+    /// The registry could not be reached, refused a schema, or its client
+    /// could not be built.
     #[error(transparent)]
     Registry(#[from] novyra_registry::EncodeError),
     /// Shut down while a dependency was being retried.
@@ -37,6 +38,13 @@ pub enum WorkerError {
     /// wrote nothing.
     #[error("incomplete view, nothing written: {0}")]
     Incomplete(String),
+    /// Reconciliation failed in its repair pass, after some repairs were
+    /// written. Unlike every failure before that pass, it did write: an
+    /// operator told "nothing written" would wrongly trust the graph to be
+    /// as it was. What was written stays (each repair is guarded, so none
+    /// rolls back a newer write) and the next run finishes the rest.
+    #[error("reconciliation failed during its repairs; any written before the failure stay (each is guarded) and a rerun finishes the rest: {0}")]
+    RepairInterrupted(Box<WorkerError>),
     /// Reconciliation could not spill to (or read back from) its
     /// temporary files: a full disk or a missing `TMPDIR`.
     #[error(transparent)]

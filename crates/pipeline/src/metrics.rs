@@ -33,9 +33,11 @@ pub struct Metrics {
     pub reconcile_drift: IntCounterVec,
     /// Mastery rows a recomputation read, by result (`changed`, `unchanged`).
     pub recomputed: IntCounterVec,
-    /// Scheduled reconciliations that wrote nothing, by reason
-    /// (`incomplete`: it could not see the whole truth; `delete_brake`: it
-    /// would have deleted too much; `error`: anything else).
+    /// Scheduled reconciliations that failed or refused, by reason. Nothing
+    /// was written for `incomplete` (it could not see the whole truth),
+    /// `delete_brake` (it would have deleted too much) and `error` (any
+    /// other failure before the repairs); `interrupted` failed during its
+    /// repairs and may have written some of them.
     pub reconcile_aborted: IntCounterVec,
     /// Kafka create time to downstream commit, per record, by group.
     pub end_to_end: HistogramVec,
@@ -168,7 +170,7 @@ impl Metrics {
             reconcile_aborted: counter(
                 &r,
                 "novyra_reconcile_aborted_total",
-                "scheduled reconciliations that wrote nothing, by reason",
+                "scheduled reconciliations that failed or refused, by reason (only interrupted may have written part of its repairs)",
                 &["reason"],
             ),
             end_to_end: histogram(

@@ -54,6 +54,16 @@ pub fn groups(cfg: &Config) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// The `reason` label of `novyra_reconcile_aborted_total` for a failed
+/// run: only `interrupted` may have written (part of its repairs).
+fn aborted_reason(e: &WorkerError) -> &'static str {
+    match e {
+        WorkerError::Incomplete(_) => "incomplete",
+        WorkerError::RepairInterrupted(_) => "interrupted",
+        _ => "error",
+    }
+}
+
 /// Lag of every group, as Kafka's own tools report it.
 pub async fn all_lag(cfg: &Config) -> Result<Vec<(String, Vec<PartitionLag>)>, WorkerError> {
     lag_with(cfg, group_lag).await
@@ -296,7 +306,7 @@ pub async fn run_with(
             for (kind, _) in crate::reconcile::Report::default().kinds() {
                 health.metrics.reconcile_drift.with_label_values(&[kind]);
             }
-            for reason in ["incomplete", "delete_brake", "error"] {
+            for reason in ["incomplete", "delete_brake", "error", "interrupted"] {
                 health.metrics.reconcile_aborted.with_label_values(&[reason]);
             }
             tokio::spawn(async move {
@@ -322,9 +332,13 @@ pub async fn run_with(
                             }
                         }
                         Err(e) => {
-                            let reason = if matches!(e, WorkerError::Incomplete(_)) { "incomplete" } else { "error" };
+                            let reason = aborted_reason(&e);
                             health.metrics.reconcile_aborted.with_label_values(&[reason]).inc();
-                            tracing::error!(error = %e, "scheduled reconciliation wrote nothing");
+                            if reason == "interrupted" {
+                                tracing::error!(error = %e, "scheduled reconciliation stopped during its repairs; the next run finishes them");
+                            } else {
+                                tracing::error!(error = %e, "scheduled reconciliation wrote nothing");
+                            }
                         }
                     }
                 }
@@ -373,5 +387,27 @@ pub async fn wait_caught_up(
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failure_during_the_repairs_is_reported_as_having_written() {
+        let interrupted = WorkerError::RepairInterrupted(Box::new(WorkerError::PollThread));
+        assert_eq!(aborted_reason(&interrupted), "interrupted");
+        assert!(
+            interrupted
+                .to_string()
+                .contains("any written before the failure stay"),
+            "{interrupted}"
+        );
+        assert_eq!(
+            aborted_reason(&WorkerError::Incomplete("a poison record".into())),
+            "incomplete"
+        );
+        assert_eq!(aborted_reason(&WorkerError::PollThread), "error");
     }
 }

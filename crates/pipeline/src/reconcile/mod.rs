@@ -474,35 +474,38 @@ pub async fn reconcile(cfg: &Config, o: &ReconcileOptions) -> Result<Report, Wor
     // 5. The repairs: concepts and links first, then each bucket's edges
     // and republished rows, diffed again from the same files.
     if !o.dry_run && !report.refused {
-        // Guarded like the mastery repairs: the sink may have written a
-        // newer concept since the snapshot (found by the chaos test, while
-        // the sink caught up after a Neo4j outage).
-        graph.repair_concepts(&concept_repairs).await?;
-        graph.write(&batch).await?;
         let producer = cfg.kafka().producer()?;
-        for b in 0..spill.buckets() {
-            let d = diff_spilled(&spill, b, &deleted)?;
-            let mut deletes = GraphBatch::default();
-            for (u, c) in d.deletes {
-                deletes.mastery_deleted(u, c);
+        let repair = async {
+            // Guarded like the mastery repairs: the sink may have written a
+            // newer concept since the snapshot (found by the chaos test, while
+            // the sink caught up after a Neo4j outage).
+            graph.repair_concepts(&concept_repairs).await?;
+            graph.write(&batch).await?;
+            for b in 0..spill.buckets() {
+                let d = diff_spilled(&spill, b, &deleted)?;
+                let mut deletes = GraphBatch::default();
+                for (u, c) in d.deletes {
+                    deletes.mastery_deleted(u, c);
+                }
+                graph.write(&deletes).await?;
+                graph.repair_mastery(&d.repairs).await?;
+                for m in &d.republish {
+                    let bytes = codec.encode(&mastery_topic, EventKind::Mastery, m).await?;
+                    let key = keys::mastery_key(&m.user_id, &m.concept_id);
+                    producer
+                        .send(
+                            FutureRecord::to(&mastery_topic).key(&key).payload(&bytes),
+                            Duration::from_secs(60),
+                        )
+                        .await
+                        .map_err(|(e, _)| e)?;
+                }
             }
-            graph.write(&deletes).await?;
-            graph.repair_mastery(&d.repairs).await?;
-            for m in &d.republish {
-                let bytes = codec
-                    .encode(&mastery_topic, EventKind::Mastery, m)
-                    .await
-                    .map_err(|e| WorkerError::Join(e.to_string()))?;
-                let key = keys::mastery_key(&m.user_id, &m.concept_id);
-                producer
-                    .send(
-                        FutureRecord::to(&mastery_topic).key(&key).payload(&bytes),
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)?;
-            }
-        }
+            Ok::<_, WorkerError>(())
+        };
+        repair
+            .await
+            .map_err(|e| WorkerError::RepairInterrupted(Box::new(e)))?;
         report.repaired = true;
     }
     tracing::info!(
