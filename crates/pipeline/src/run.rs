@@ -110,9 +110,11 @@ fn spawn(
                 let (c3, s3) = (cfg.clone(), stop.clone());
                 set.spawn(async move { refresh_leaderboard(&c3, s3).await });
             }
-            set.spawn(async move { ingest::run(&cfg, &health, stop).await });
+            let queued = Arc::new(tokio::sync::Notify::new());
+            let q2 = queued.clone();
+            set.spawn(async move { ingest::run(&cfg, &health, stop, &queued).await });
             if relay {
-                set.spawn(async move { relay::run(&c2, &h2, s2).await });
+                set.spawn(async move { relay::run(&c2, &h2, s2, &q2).await });
             }
         }
         Worker::Catalog => {

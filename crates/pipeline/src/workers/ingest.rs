@@ -39,6 +39,7 @@ pub async fn run(
     cfg: &Config,
     health: &Health,
     stop: CancellationToken,
+    queued: &tokio::sync::Notify,
 ) -> Result<(), crate::error::WorkerError> {
     let group = cfg.group(GROUP);
     let group = group.as_str();
@@ -258,6 +259,9 @@ pub async fn run(
                         mastery = o.mastery_changed,
                         "batch committed"
                     );
+                    if o.mastery_changed > 0 {
+                        queued.notify_one();
+                    }
                     for a in &batch.advances {
                         expected.insert(a.partition, Some(a.next));
                         committed_partitions.insert(a.partition);

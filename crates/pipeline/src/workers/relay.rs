@@ -22,16 +22,21 @@ use novyra_core::Topic;
 /// Rows per relay round.
 const RELAY_BATCH: i64 = 5_000;
 
-/// How often a relay without the lease, or with an empty outbox, looks again.
+/// How often a relay without the lease, or with an empty outbox, looks again
+/// when nothing wakes it (rows queued by another process, a recomputation).
 const IDLE: Duration = Duration::from_millis(100);
 
 /// Runs the relay until `stop`: takes the lease when it can, then reads,
 /// publishes (waiting for every ack) and deletes rows, holding no
-/// transaction open while Kafka answers.
+/// transaction open while Kafka answers. `queued` is notified by the ingest
+/// in the same process when it commits outbox rows, so they leave at once
+/// instead of waiting up to [`IDLE`] (half the graph's freshness budget);
+/// it does not cut short the backoff after a failure.
 pub async fn run(
     cfg: &Config,
     health: &Health,
     stop: CancellationToken,
+    queued: &tokio::sync::Notify,
 ) -> Result<(), WorkerError> {
     let store = Store::new(&cfg.store())?;
     let codec = Codec::new(&cfg.registry())?;
@@ -63,6 +68,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = queued.notified(), if delay == IDLE => {}
             _ = stop.cancelled() => {}
         }
     }
