@@ -38,10 +38,10 @@ pub enum WorkerError {
     /// wrote nothing.
     #[error("incomplete view, nothing written: {0}")]
     Incomplete(String),
-    /// Reconciliation failed in its repair pass, after some repairs were
-    /// written. Unlike every failure before that pass, it did write: an
-    /// operator told "nothing written" would wrongly trust the graph to be
-    /// as it was. What was written stays (each repair is guarded, so none
+    /// Reconciliation failed in its repair pass, where some repairs may
+    /// already be written. Unlike every failure before that pass, it may
+    /// have written: an operator told "nothing written" would wrongly trust
+    /// the graph to be as it was. What was written stays (each repair is guarded, so none
     /// rolls back a newer write) and the next run finishes the rest.
     #[error("reconciliation failed during its repairs; any written before the failure stay (each is guarded) and a rerun finishes the rest: {0}")]
     RepairInterrupted(Box<WorkerError>),
