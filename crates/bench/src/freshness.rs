@@ -28,7 +28,8 @@ pub async fn run(
     let cfg = measure::prefixed(base, &format!("{stamp}f"));
     measure::setup(&cfg).await?;
     let result = measure_freshness(&cfg, o, novyra, me).await;
-    measure::cleanup(&cfg, o.keep).await;
+    // NB: `novyra run` put the load's students and concepts in Neo4j too.
+    measure::cleanup_with_graph(&cfg, o.keep).await;
     result
 }
 

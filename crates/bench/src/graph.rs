@@ -53,16 +53,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let g = &o.graph;
     let cfg = measure::prefixed(base, &format!("{stamp}g"));
-    let p = format!("{}-", cfg.topic_prefix.trim_end_matches('.'));
+    let p = measure::id_prefix(&cfg);
     measure::setup(&cfg).await?;
     let result = measure_graph(&cfg, g, &p, novyra, me).await;
-    if !o.keep {
-        let graph = cfg.graph()?;
-        if let Err(e) = graph.delete_prefixed(&p).await {
-            eprintln!("[bench] could not delete the benchmark's graph nodes: {e}");
-        }
-    }
-    measure::cleanup(&cfg, o.keep).await;
+    measure::cleanup_with_graph(&cfg, o.keep).await;
     let r = result?;
 
     println!();

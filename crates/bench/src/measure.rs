@@ -496,6 +496,34 @@ pub(crate) async fn setup(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The prefix of the ids a part generates under `cfg` (`<prefix>-`).
+pub(crate) fn id_prefix(cfg: &Config) -> String {
+    format!("{}-", cfg.topic_prefix.trim_end_matches('.'))
+}
+
+/// [`cleanup`] for a part that also wrote to Neo4j: its nodes and their
+/// edges go first, both those it generated itself ([`id_prefix`]) and
+/// those of [`load`] (ids starting with the topic prefix). A failure to
+/// reach Neo4j is said and the topics and schema are still dropped.
+pub(crate) async fn cleanup_with_graph(cfg: &Config, keep: bool) {
+    if !keep {
+        eprintln!("[bench] deleting the benchmark's graph");
+        match cfg.graph() {
+            Ok(graph) => {
+                for p in [id_prefix(cfg), cfg.topic_prefix.clone()] {
+                    if let Err(e) = graph.delete_prefixed(&p).await {
+                        eprintln!("[bench] could not delete the benchmark's graph nodes: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("[bench] could not reach Neo4j to delete the benchmark's graph: {e}")
+            }
+        }
+    }
+    cleanup(cfg, keep).await;
+}
+
 pub(crate) async fn cleanup(cfg: &Config, keep: bool) {
     if keep {
         return;

@@ -65,17 +65,10 @@ pub async fn run(
     stamp: &str,
 ) -> anyhow::Result<()> {
     let cfg = measure::prefixed(base, &format!("{stamp}r"));
-    let p = format!("{}-", cfg.topic_prefix.trim_end_matches('.'));
+    let p = measure::id_prefix(&cfg);
     measure::setup(&cfg).await?;
     let result = measure_reconcile(&cfg, &o.reconcile, &p, novyra, me).await;
-    if !o.keep {
-        eprintln!("[bench] reconcile: deleting the benchmark's graph");
-        let graph = cfg.graph()?;
-        if let Err(e) = graph.delete_prefixed(&p).await {
-            eprintln!("[bench] could not delete the benchmark's graph nodes: {e}");
-        }
-    }
-    measure::cleanup(&cfg, o.keep).await;
+    measure::cleanup_with_graph(&cfg, o.keep).await;
     let (sink_rate, runs) = result?;
 
     let r = &o.reconcile;

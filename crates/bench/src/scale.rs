@@ -193,17 +193,10 @@ pub async fn run(
         "--scale-shares must be positive and at most --scale-attempts"
     );
     let cfg = measure::prefixed(base, &format!("{stamp}s"));
-    let p = format!("{}-", cfg.topic_prefix.trim_end_matches('.'));
+    let p = measure::id_prefix(&cfg);
     measure::setup(&cfg).await?;
     let result = measure_scale(&cfg, s, &p, novyra, me).await;
-    if !o.keep {
-        eprintln!("[bench] scale: deleting the benchmark's graph");
-        let graph = cfg.graph()?;
-        if let Err(e) = graph.delete_prefixed(&p).await {
-            eprintln!("[bench] could not delete the benchmark's graph nodes: {e}");
-        }
-    }
-    measure::cleanup(&cfg, o.keep).await;
+    measure::cleanup_with_graph(&cfg, o.keep).await;
     let r = result?;
     report(s, &r);
     Ok(())
@@ -387,10 +380,6 @@ async fn drain(
     let graph = cfg.group(novyra_pipeline::graph_sink::GROUP);
     let addr = cfg.pipeline.metrics_addr.clone();
     let store = novyra_store::Store::new(&cfg.migrate_store())?;
-    let outbox = format!(
-        "SELECT count(*)::bigint AS n FROM \"{}\".mastery_outbox",
-        cfg.database.schema.as_deref().unwrap_or("public")
-    );
 
     eprintln!("[bench] scale: novyra run drains the backlog");
     let started = Instant::now();
@@ -425,7 +414,7 @@ async fn drain(
             );
             next_log = Instant::now() + Duration::from_secs(30);
         }
-        if sample.ingest >= n && caught_up(cfg, &store, &outbox, &graph).await? {
+        if sample.ingest >= n && caught_up(cfg, &store, &graph).await? {
             out.drain_s = started.elapsed().as_secs_f64();
             break;
         }
@@ -520,13 +509,8 @@ fn split(samples: &[Sample], steps: usize) -> Vec<Step> {
 const COMMITTED: &str = "novyra_consumer_records_committed_total";
 
 /// The outbox is empty and the graph group has consumed everything.
-async fn caught_up(
-    cfg: &Config,
-    store: &novyra_store::Store,
-    outbox: &str,
-    graph: &str,
-) -> anyhow::Result<bool> {
-    if scalar(store, outbox.to_owned()).await? > 0 {
+async fn caught_up(cfg: &Config, store: &novyra_store::Store, graph: &str) -> anyhow::Result<bool> {
+    if store.outbox_len().await? > 0 {
         return Ok(false);
     }
     let lags = novyra_pipeline::run::all_lag(cfg).await?;
@@ -565,11 +549,7 @@ async fn count(cfg: &Config, p: &str, out: &mut Outcome) -> anyhow::Result<()> {
         .iter()
         .filter(|(name, rows)| *rows > 0 && !name.ends_with("_default"))
         .count();
-    out.mastery_rows = scalar(
-        &store,
-        format!("SELECT count(*) AS n FROM \"{schema}\".mastery_records"),
-    )
-    .await?;
+    out.mastery_rows = store.mastery_row_count().await?;
     out.pg_bytes = scalar(
         &store,
         format!(
