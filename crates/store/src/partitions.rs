@@ -106,7 +106,6 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let mut detached = Vec::new();
         for log in MonthLog::ALL {
-            let mut pruned_to: Option<NaiveDate> = None;
             for (name, _) in self.month_partitions(log).await? {
                 let Some(month) = log.partition_month(&name) else {
                     continue;
@@ -116,6 +115,19 @@ impl Store {
                 };
                 if end <= cutoff {
                     in_tx!(self, |c| {
+                        // The dedup ids of a detached month go with it, in
+                        // the same transaction, so the id table stays as
+                        // long as the attempts it guards. Exactly this
+                        // partition's ids: an old month's attempt kept in
+                        // DEFAULT keeps its claim.
+                        if log == MonthLog::Attempts {
+                            diesel::sql_query(format!(
+                                "DELETE FROM attempt_event_ids i USING \"{name}\" p \
+                                 WHERE i.event_id = p.event_id"
+                            ))
+                            .execute(c)
+                            .await?;
+                        }
                         diesel::sql_query(format!(
                             "ALTER TABLE {} DETACH PARTITION \"{name}\"",
                             log.table()
@@ -125,21 +137,7 @@ impl Store {
                         Ok(())
                     })?;
                     detached.push(name);
-                    pruned_to = pruned_to.max(Some(end));
                 }
-            }
-            // The dedup ids of detached months go with them, so the id
-            // table stays as long as the attempts it guards.
-            if let (MonthLog::Attempts, Some(end)) = (log, pruned_to) {
-                in_tx!(self, |c| {
-                    diesel::sql_query("DELETE FROM attempt_event_ids WHERE occurred_at < $1")
-                        .bind::<diesel::sql_types::Timestamptz, _>(
-                            end.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
-                        )
-                        .execute(c)
-                        .await?;
-                    Ok(())
-                })?;
             }
         }
         Ok(detached)

@@ -73,6 +73,26 @@ async fn migrations_go_down_and_up_again_cleanly() {
             "missing index {want:?} in {defs:#?}"
         );
     }
+    // Each attempt writes one index of the claim table, not two.
+    let claim: Vec<&String> = defs
+        .iter()
+        .filter(|d| d.contains(&format!("ON {schema}.attempt_event_ids ")))
+        .collect();
+    assert_eq!(claim.len(), 1, "{claim:#?}");
+    // Room for in-place (HOT) updates of the mastery rows.
+    let opts: Vec<I> = diesel::sql_query(
+        "SELECT array_to_string(c.reloptions, ',') AS def FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'mastery_records'",
+    )
+    .bind::<diesel::sql_types::Text, _>(&schema)
+    .load(&mut conn)
+    .await
+    .expect("reloptions");
+    assert_eq!(
+        opts.iter().map(|o| o.def.as_str()).collect::<Vec<_>>(),
+        ["fillfactor=70"]
+    );
     assert_eq!(
         novyra_store::revert_all(&c).await.expect("down"),
         applied.len()

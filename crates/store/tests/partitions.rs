@@ -90,10 +90,23 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
         "{parts:?}"
     );
 
-    // Dedup ids of a detached month are pruned with it; later ones stay.
+    // Dedup ids of a detached month are pruned with it; later ones stay,
+    // and so does the id of an old month's attempt kept in DEFAULT (its
+    // row stays, so a redelivery must still be recognised).
+    diesel::sql_query(
+        "INSERT INTO concept_attempts (event_id, user_id, concept_id, occurred_at, correct, hints_used, duration_ms, \
+         mastery_before, mastery_after, mastery_delta, mastery_version, bkt_p_init, bkt_p_transit, bkt_p_slip, bkt_p_guess, \
+         source_partition, source_offset, schema_id) VALUES \
+         ('old','u','c', '2031-12-31T23:00:00Z', true, 0, 1, 0.1, 0.2, 0.1, 1, 0.1, 0.1, 0.1, 0.1, 0, 1, 1), \
+         ('kept','u','c', '2032-01-01T00:00:00Z', true, 0, 1, 0.1, 0.2, 0.1, 1, 0.1, 0.1, 0.1, 0.1, 0, 2, 1)",
+    )
+    .execute(&mut c)
+    .await
+    .expect("attempts");
     diesel::sql_query(
         "INSERT INTO attempt_event_ids (event_id, occurred_at) VALUES \
-         ('old', '2031-12-31T23:00:00Z'), ('kept', '2032-01-01T00:00:00Z')",
+         ('old', '2031-12-31T23:00:00Z'), ('kept', '2032-01-01T00:00:00Z'), \
+         ('stray', '2030-05-10T00:00:00Z')",
     )
     .execute(&mut c)
     .await
@@ -138,7 +151,7 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
         .await
         .expect("ids");
     let ids: Vec<&str> = ids.iter().map(|i| i.event_id.as_str()).collect();
-    assert_eq!(ids, ["kept"]);
+    assert_eq!(ids, ["kept", "stray"]);
 
     // The partition function makes partitions of the logs only, and only
     // the runtime role may call it (functions are PUBLIC unless revoked).
