@@ -13,10 +13,12 @@ pub const PAGE: i64 = 20_000;
 
 /// Mastery edges written by reconcile and by a restore: version-guarded
 /// like the sink's write, but an edge of the *same* version is overwritten
-/// too (its score was corrupted); a newer one never is.
+/// too (its score was corrupted); a newer one never is. Locked before the
+/// guard reads, like the sink's write (see `writes::MASTERY`).
 pub(crate) const REPAIR_MASTERY: &str = "UNWIND $rows AS row \
     MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
     MERGE (u)-[r:MASTERED_BY]->(c) \
+    SET r._lock = true REMOVE r._lock \
     WITH r, row WHERE r.version IS NULL OR r.version <= row.version \
     SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at";
 
@@ -24,9 +26,11 @@ pub(crate) const REPAIR_MASTERY: &str = "UNWIND $rows AS row \
 /// concept event is newer than the repair (the sink wrote it after the
 /// reconcile's snapshot) is left alone, so a repair never rolls a concept
 /// back. A node of the same time is overwritten (its fields were
-/// corrupted); a placeholder (no time yet) is filled in.
+/// corrupted); a placeholder (no time yet) is filled in. Locked before the
+/// guard reads (see `writes::MASTERY`).
 pub(crate) const REPAIR_CONCEPTS: &str = "UNWIND $rows AS row \
     MERGE (c:Concept {id: row.id}) \
+    SET c._lock = true REMOVE c._lock \
     WITH c, row WHERE c.updatedAt IS NULL OR c.updatedAt <= row.updated_at \
     SET c.name = row.name, c.difficulty = row.difficulty, c.domain = row.domain, c.updatedAt = row.updated_at \
     MERGE (d:Domain {name: row.domain}) \

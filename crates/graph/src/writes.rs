@@ -131,9 +131,15 @@ const LINK: &str = "UNWIND $rows AS row \
 const UNLINK: &str = "UNWIND $rows AS row \
     MATCH (:Concept {id: row.pre})-[r:PREREQUISITE_OF]->(:Concept {id: row.con}) DELETE r";
 // Version guard: the SET only happens when the stored version is lower.
+// The edge is write-locked (a property set and removed) before its version
+// is read: Neo4j reads committed data without locks, so a guard read first
+// could pass on a version another writer is replacing, and then overwrite
+// that writer's newer edge once its lock is free (a lost update, found by
+// the chaos test between the sink and a reconcile repair).
 const MASTERY: &str = "UNWIND $rows AS row \
     MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
     MERGE (u)-[r:MASTERED_BY]->(c) \
+    SET r._lock = true REMOVE r._lock \
     WITH r, row WHERE r.version IS NULL OR r.version < row.version \
     SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at";
 const UNMASTER: &str = "UNWIND $rows AS row \

@@ -135,3 +135,127 @@ async fn a_concept_repair_never_rolls_a_newer_concept_back() {
     );
     g.delete_prefixed(&p).await.expect("cleanup");
 }
+
+/// A guarded write that meets an edge another transaction is replacing
+/// with a newer version waits for it, and then leaves the newer edge
+/// alone. Neo4j reads committed data without locks, so a guard that read
+/// the version before locking passed on the old version and overwrote the
+/// newer edge once the lock was free (found by the chaos test: reconcile's
+/// repair of version 9 landed after the sink's version 10). The open
+/// transaction here stands for the other writer; the waiting writes are
+/// the sink's and reconcile's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_write_waiting_on_a_newer_edge_leaves_it_alone() {
+    let g = graph();
+    g.ensure_schema().await.expect("schema");
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    let raw = neo4rs::Graph::new(
+        env("NEO4J_URI", "127.0.0.1:7687"),
+        env("NEO4J_USER", "neo4j"),
+        std::env::var("NEO4J_PASSWORD").expect("NEO4J_PASSWORD"),
+    )
+    .expect("raw connection");
+    let p = format!("vgl{}-", std::process::id());
+    for writer in ["sink", "repair"] {
+        let (user, concept) = (format!("{p}{writer}-u"), format!("{p}{writer}-c"));
+        let mut b = GraphBatch::default();
+        b.mastery(update(&user, &concept, 8));
+        g.write(&b).await.expect("version 8");
+
+        // The other writer: version 10, not committed yet (it holds the lock).
+        let mut newer = raw.start_txn().await.expect("begin");
+        newer
+            .run(
+                neo4rs::query(
+                    "MATCH (:User {id: $u})-[r:MASTERED_BY]->(:Concept {id: $c}) \
+                     SET r.version = 10, r.score = 1.0, r.updatedAt = 10000",
+                )
+                .param("u", user.as_str())
+                .param("c", concept.as_str()),
+            )
+            .await
+            .expect("hold version 10");
+
+        let late = update(&user, &concept, 9);
+        let waiting = {
+            let g = graph();
+            let late = late.clone();
+            tokio::spawn(async move {
+                if writer == "sink" {
+                    let mut b = GraphBatch::default();
+                    b.mastery(late);
+                    g.write(&b).await
+                } else {
+                    g.repair_mastery(&[(
+                        late.user_id,
+                        late.concept_id,
+                        late.mastery,
+                        late.version,
+                        late.updated_at,
+                    )])
+                    .await
+                }
+            })
+        };
+        // Long enough for the waiting write to read and block on the lock.
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        newer.commit().await.expect("commit version 10");
+        waiting.await.expect("join").expect("late write");
+
+        let edges = g
+            .mastery_edges(&format!("{p}{writer}-"))
+            .await
+            .expect("edges");
+        assert_eq!(
+            edges,
+            vec![(user.clone(), concept.clone(), 1.0, 10)],
+            "the {writer}'s late version 9 overwrote version 10"
+        );
+    }
+}
+
+/// The same race for reconcile's concept repair: an older repair waiting
+/// on a concept another transaction is updating leaves the newer concept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concept_repair_waiting_on_a_newer_concept_leaves_it_alone() {
+    let g = graph();
+    g.ensure_schema().await.expect("schema");
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    let raw = neo4rs::Graph::new(
+        env("NEO4J_URI", "127.0.0.1:7687"),
+        env("NEO4J_USER", "neo4j"),
+        std::env::var("NEO4J_PASSWORD").expect("NEO4J_PASSWORD"),
+    )
+    .expect("raw connection");
+    let p = format!("vglc{}-", std::process::id());
+    let id = format!("{p}c");
+    let mut b = GraphBatch::default();
+    b.concept(concept(&id, "first", 1_000));
+    g.write(&b).await.expect("first");
+
+    let mut newer = raw.start_txn().await.expect("begin");
+    newer
+        .run(
+            neo4rs::query("MATCH (c:Concept {id: $id}) SET c.name = 'newer', c.updatedAt = 3000")
+                .param("id", id.as_str()),
+        )
+        .await
+        .expect("hold the newer concept");
+    let waiting = {
+        let g = graph();
+        let older = concept(&id, "older", 2_000);
+        tokio::spawn(async move { g.repair_concepts(&[older]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    newer.commit().await.expect("commit");
+    waiting.await.expect("join").expect("repair");
+
+    let nodes: Vec<_> = g
+        .concept_nodes(&p)
+        .await
+        .expect("nodes")
+        .into_iter()
+        .map(|n| (n.id, n.name, n.updated_at))
+        .collect();
+    assert_eq!(nodes, vec![(id, Some("newer".into()), Some(3_000))]);
+}
