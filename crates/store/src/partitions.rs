@@ -115,19 +115,6 @@ impl Store {
                 };
                 if end <= cutoff {
                     in_tx!(self, |c| {
-                        // The dedup ids of a detached month go with it, in
-                        // the same transaction, so the id table stays as
-                        // long as the attempts it guards. Exactly this
-                        // partition's ids: an old month's attempt kept in
-                        // DEFAULT keeps its claim.
-                        if log == MonthLog::Attempts {
-                            diesel::sql_query(format!(
-                                "DELETE FROM attempt_event_ids i USING \"{name}\" p \
-                                 WHERE i.event_id = p.event_id"
-                            ))
-                            .execute(c)
-                            .await?;
-                        }
                         diesel::sql_query(format!(
                             "ALTER TABLE {} DETACH PARTITION \"{name}\"",
                             log.table()
@@ -136,6 +123,26 @@ impl Store {
                         .await?;
                         Ok(())
                     })?;
+                    if log == MonthLog::Attempts {
+                        // The dedup ids of a detached month go with it, so
+                        // the id table stays as long as the attempts it
+                        // guards: exactly this partition's ids, read from
+                        // the table it now is (an old month's attempt kept
+                        // in DEFAULT keeps its claim). After the detach and
+                        // in a transaction of its own, so the ingest waits
+                        // only for the detach. If this fails, the ids stay:
+                        // harmless, those events are stored (detached) and
+                        // a re-sent copy is rightly a duplicate.
+                        in_tx!(self, |c| {
+                            diesel::sql_query(format!(
+                                "DELETE FROM attempt_event_ids i USING \"{name}\" p \
+                                 WHERE i.event_id = p.event_id"
+                            ))
+                            .execute(c)
+                            .await?;
+                            Ok(())
+                        })?;
+                    }
                     detached.push(name);
                 }
             }
