@@ -15,6 +15,18 @@ fn graph() -> GraphStore {
     .expect("graph")
 }
 
+/// A plain driver connection, for a transaction held open by the test
+/// itself (the other writer in the race tests).
+fn raw() -> neo4rs::Graph {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    neo4rs::Graph::new(
+        env("NEO4J_URI", "127.0.0.1:7687"),
+        env("NEO4J_USER", "neo4j"),
+        std::env::var("NEO4J_PASSWORD").expect("NEO4J_PASSWORD (run via `make test`)"),
+    )
+    .expect("raw connection")
+}
+
 fn update(user: &str, concept: &str, version: i64) -> MasteryUpdated {
     MasteryUpdated {
         user_id: user.into(),
@@ -148,13 +160,7 @@ async fn a_concept_repair_never_rolls_a_newer_concept_back() {
 async fn a_guarded_write_waiting_on_a_newer_edge_leaves_it_alone() {
     let g = graph();
     g.ensure_schema().await.expect("schema");
-    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let raw = neo4rs::Graph::new(
-        env("NEO4J_URI", "127.0.0.1:7687"),
-        env("NEO4J_USER", "neo4j"),
-        std::env::var("NEO4J_PASSWORD").expect("NEO4J_PASSWORD"),
-    )
-    .expect("raw connection");
+    let raw = raw();
     let p = format!("vgl{}-", std::process::id());
     for writer in ["sink", "repair"] {
         let (user, concept) = (format!("{p}{writer}-u"), format!("{p}{writer}-c"));
@@ -220,13 +226,7 @@ async fn a_guarded_write_waiting_on_a_newer_edge_leaves_it_alone() {
 async fn a_concept_repair_waiting_on_a_newer_concept_leaves_it_alone() {
     let g = graph();
     g.ensure_schema().await.expect("schema");
-    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let raw = neo4rs::Graph::new(
-        env("NEO4J_URI", "127.0.0.1:7687"),
-        env("NEO4J_USER", "neo4j"),
-        std::env::var("NEO4J_PASSWORD").expect("NEO4J_PASSWORD"),
-    )
-    .expect("raw connection");
+    let raw = raw();
     let p = format!("vglc{}-", std::process::id());
     let id = format!("{p}c");
     let mut b = GraphBatch::default();
