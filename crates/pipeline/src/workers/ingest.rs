@@ -57,7 +57,7 @@ pub async fn run(
         &cfg.kafka().consumer_config(group),
         ctx,
         &[&topic],
-        2 * cfg.pipeline.max_batch,
+        2 * cfg.pipeline.ingest_batch(),
     )?;
     tracing::info!(group, topic = %topic, "ingest worker started");
 
@@ -85,7 +85,7 @@ pub async fn run(
             partitions_checked = Some(Instant::now());
         }
         let msgs = source
-            .next_batch(cfg.pipeline.max_batch, linger, &stop)
+            .next_batch(cfg.pipeline.ingest_batch(), linger, &stop)
             .await?;
         if msgs.is_empty() {
             continue;
