@@ -201,40 +201,71 @@ pub fn months_of(records: &[IngestRecord]) -> Vec<NaiveDate> {
     months
 }
 
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    partition: i32,
+}
+
+/// Moves every partition's stored offset from where the batch started to
+/// where it ends, or fails with [`StoreError::Fenced`] naming a partition
+/// another consumer moved first. Partitions Postgres already tracks move in
+/// one statement: a lane spans about half the topic's partitions, and a
+/// statement per partition made the fence the most frequent round trip of
+/// a light load's small transactions. Two writers of overlapping
+/// partitions (a rebalance in flight) meet on the row locks: the one that
+/// waited re-reads each row it waited for and, finding it moved, is fenced.
+/// The partitions go in sorted, so both normally lock in the same order; a
+/// deadlock all the same is retried like any other.
 async fn fence(tx: &mut AsyncPgConnection, batch: &AttemptBatch) -> Result<(), StoreError> {
-    for adv in &batch.advances {
-        let n = match adv.start {
-            Some(start) => {
-                diesel::update(consumer_offsets::table)
-                    .filter(consumer_offsets::group_id.eq(&batch.group))
-                    .filter(consumer_offsets::topic.eq(&batch.topic))
-                    .filter(consumer_offsets::partition.eq(adv.partition))
-                    .filter(consumer_offsets::next_offset.eq(start))
-                    .set((
-                        consumer_offsets::next_offset.eq(adv.next),
-                        consumer_offsets::updated_at.eq(diesel::dsl::now),
-                    ))
-                    .execute(tx)
-                    .await?
-            }
-            None => {
-                diesel::insert_into(consumer_offsets::table)
-                    .values((
-                        consumer_offsets::group_id.eq(&batch.group),
-                        consumer_offsets::topic.eq(&batch.topic),
-                        consumer_offsets::partition.eq(adv.partition),
-                        consumer_offsets::next_offset.eq(adv.next),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(tx)
-                    .await?
-            }
-        };
+    use diesel::sql_types::{Array, BigInt, Integer, Text};
+    let mut tracked: Vec<(i32, i64, i64)> = batch
+        .advances
+        .iter()
+        .filter_map(|a| a.start.map(|s| (a.partition, s, a.next)))
+        .collect();
+    tracked.sort_unstable();
+    if !tracked.is_empty() {
+        let moved: Vec<Moved> = diesel::sql_query(
+            "UPDATE consumer_offsets AS o \
+             SET next_offset = a.next, updated_at = CURRENT_TIMESTAMP \
+             FROM unnest($3::int4[], $4::int8[], $5::int8[]) AS a(partition, start, next) \
+             WHERE o.group_id = $1 AND o.topic = $2 \
+               AND o.partition = a.partition AND o.next_offset = a.start \
+             RETURNING o.partition",
+        )
+        .bind::<Text, _>(&batch.group)
+        .bind::<Text, _>(&batch.topic)
+        .bind::<Array<Integer>, _>(tracked.iter().map(|t| t.0).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(tracked.iter().map(|t| t.1).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(tracked.iter().map(|t| t.2).collect::<Vec<_>>())
+        .load(tx)
+        .await?;
+        let moved: HashSet<i32> = moved.into_iter().map(|m| m.partition).collect();
+        if let Some(&(partition, start, _)) = tracked.iter().find(|t| !moved.contains(&t.0)) {
+            return Err(StoreError::Fenced {
+                topic: batch.topic.clone(),
+                partition,
+                expected: Some(start),
+            });
+        }
+    }
+    for adv in batch.advances.iter().filter(|a| a.start.is_none()) {
+        let n = diesel::insert_into(consumer_offsets::table)
+            .values((
+                consumer_offsets::group_id.eq(&batch.group),
+                consumer_offsets::topic.eq(&batch.topic),
+                consumer_offsets::partition.eq(adv.partition),
+                consumer_offsets::next_offset.eq(adv.next),
+            ))
+            .on_conflict_do_nothing()
+            .execute(tx)
+            .await?;
         if n != 1 {
             return Err(StoreError::Fenced {
                 topic: batch.topic.clone(),
                 partition: adv.partition,
-                expected: adv.start,
+                expected: None,
             });
         }
     }
