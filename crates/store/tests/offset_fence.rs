@@ -119,3 +119,89 @@ async fn a_batch_moves_all_its_partitions_or_none() {
         .await
         .expect("drop schema");
 }
+
+/// The race the fence exists for: another consumer holds a partition's row
+/// (its transaction is open) while our batch arrives. Our batch must wait
+/// for it, see the row it committed, and be fenced, moving none of its
+/// partitions, rather than overwrite the other consumer's offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_waits_for_a_rival_sees_its_commit_and_is_fenced() {
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+    let schema = format!("fencerace{}", std::process::id());
+    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
+        .await
+        .expect("migrate");
+    let store = Store::new(&cfg("DATABASE_URL", &schema)).expect("store");
+    store
+        .commit_attempts(&batch(&[(0, None, 10), (1, None, 20)]))
+        .await
+        .expect("first batch");
+
+    // The rival: moves partition 1 from 20 to 30 and keeps its transaction open.
+    let mut rival = store.session().await.expect("rival session");
+    let mut watcher = store.session().await.expect("watcher session");
+    rival
+        .batch_execute(&format!(
+            "BEGIN; UPDATE consumer_offsets SET next_offset = 30 \
+             WHERE group_id = '{GROUP}' AND topic = '{TOPIC}' AND partition = 1"
+        ))
+        .await
+        .expect("rival update");
+
+    let ours = {
+        let store = Store::new(&cfg("DATABASE_URL", &schema)).expect("store");
+        tokio::spawn(async move {
+            store
+                .commit_attempts(&batch(&[(0, Some(10), 15), (1, Some(20), 25)]))
+                .await
+        })
+    };
+    // Wait until our batch is blocked on the rival's row lock.
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut blocked = false;
+    for _ in 0..200 {
+        let w: Waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_offsets%'",
+        )
+        .get_result(&mut watcher)
+        .await
+        .expect("pg_stat_activity");
+        if w.n > 0 {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(blocked, "our batch should wait for the rival's row lock");
+    rival.batch_execute("COMMIT").await.expect("rival commit");
+
+    let err = ours
+        .await
+        .expect("join")
+        .expect_err("a batch that lost the race must be fenced");
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                partition: 1,
+                expected: Some(20),
+                ..
+            }
+        ),
+        "fenced on partition 1, got {err}"
+    );
+    assert_eq!(
+        stored(&store).await,
+        HashMap::from([(0, 10), (1, 30)]),
+        "the rival's offset stands and partition 0 did not move"
+    );
+
+    novyra_store::drop_schema(&cfg("MIGRATION_DATABASE_URL", &schema))
+        .await
+        .expect("drop schema");
+}
