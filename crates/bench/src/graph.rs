@@ -9,14 +9,16 @@
 //! coalesce, `UNWIND` in one transaction per batch, store offsets.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use neo4rs::query;
 use novyra_core::{keys, MasteryUpdated};
-use novyra_graph::{GraphBatch, GraphStore};
+use novyra_graph::{GraphBatch, GraphError, GraphStore};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
 use novyra_pipeline::reconcile::Report;
 use novyra_pipeline::Config;
@@ -80,6 +82,11 @@ pub async fn run(
             "one transaction",
         ),
         (
+            "ceiling, two writers at once (split by student)",
+            &r.ceiling2,
+            "two transactions",
+        ),
+        (
             "the sink's own write (lock, version guard) of the same, no Kafka",
             &r.guarded,
             "one transaction",
@@ -105,11 +112,17 @@ pub async fn run(
         "graph sink speed-up over the baseline: {:.1}x (target >= 10x)",
         r.sink.rate / r.baseline.rate.max(f64::MIN_POSITIVE)
     );
+    // The ceiling is the better of one writer and two at once.
+    let ceiling = r.ceiling.rate.max(r.ceiling2.rate);
     println!(
         "graph sink at {:.0}% of the Neo4j write ceiling ({:.0} of {:.0} edges/s; target 40000 edges/s)",
-        100.0 * r.sink.rate / r.ceiling.rate.max(f64::MIN_POSITIVE),
+        100.0 * r.sink.rate / ceiling.max(f64::MIN_POSITIVE),
         r.sink.rate,
-        r.ceiling.rate
+        ceiling
+    );
+    println!(
+        "two writers at once reach {:.0}% of one writer's ceiling",
+        100.0 * r.ceiling2.rate / r.ceiling.rate.max(f64::MIN_POSITIVE),
     );
     println!(
         "the version guard and its lock leave {:.0}% of the ceiling ({:.0} edges/s); the sink reaches {:.0}% of that",
@@ -136,6 +149,7 @@ struct GraphFigures {
     sink: Writer,
     baseline: Writer,
     ceiling: Writer,
+    ceiling2: Writer,
     guarded: Writer,
     edges: usize,
     links: usize,
@@ -273,7 +287,9 @@ async fn measure_graph(
     // same shape on other users: the difference is what the guard costs,
     // the rest of the gap to the sink is Kafka, decoding and coalescing.
     eprintln!("[bench] graph: ceiling");
-    f.ceiling = ceiling(cfg, g, p).await?;
+    f.ceiling = ceiling(cfg, g, p, 1).await?;
+    eprintln!("[bench] graph: ceiling, two writers");
+    f.ceiling2 = ceiling(cfg, g, p, 2).await?;
     eprintln!("[bench] graph: the sink's write without Kafka");
     f.guarded = guarded(cfg, g, p).await?;
     Ok(f)
@@ -358,48 +374,90 @@ fn newest_chunks(cfg: &Config, g: &GraphOptions, p: &str, tag: &str) -> Vec<Vec<
 /// What Neo4j itself absorbs: one `UNWIND ... MERGE ... SET` transaction
 /// per chunk of [`newest_chunks`] without the version guard, parameters
 /// built in advance. The sink decodes, coalesces, guards versions and
-/// stores offsets on top.
-async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str) -> anyhow::Result<Writer> {
+/// stores offsets on top. With `lanes` > 1 each chunk is split by student
+/// into that many transactions run at once: whether a second writer gets
+/// more out of Neo4j than one.
+async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str, lanes: usize) -> anyhow::Result<Writer> {
+    type Params = HashMap<&'static str, neo4rs::BoltType>;
     let neo = neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password)?;
-    let chunks: Vec<Vec<HashMap<&'static str, neo4rs::BoltType>>> =
-        newest_chunks(cfg, g, p, "ceil")
-            .iter()
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|m| {
-                        HashMap::from([
-                            ("user", m.user_id.as_str().into()),
-                            ("concept", m.concept_id.as_str().into()),
-                            ("score", m.mastery.into()),
-                            ("version", m.version.into()),
-                            ("updated_at", m.updated_at.into()),
-                        ])
-                    })
-                    .collect()
-            })
-            .collect();
-    let rows = chunks.iter().map(Vec::len).sum();
+    let chunks: Vec<Vec<Vec<Params>>> = newest_chunks(cfg, g, p, &format!("ceil{lanes}"))
+        .iter()
+        .map(|chunk| {
+            let mut split: Vec<Vec<Params>> = vec![Vec::new(); lanes];
+            for m in chunk {
+                split[lane_of(&m.user_id, lanes)].push(HashMap::from([
+                    ("user", m.user_id.as_str().into()),
+                    ("concept", m.concept_id.as_str().into()),
+                    ("score", m.mastery.into()),
+                    ("version", m.version.into()),
+                    ("updated_at", m.updated_at.into()),
+                ]));
+            }
+            split
+        })
+        .collect();
+    let rows = chunks.iter().flatten().map(Vec::len).sum();
+    let deadlocks = AtomicUsize::new(0);
+    let deadlocks_ref = &deadlocks;
     let mut took = Vec::with_capacity(chunks.len());
     let started = Instant::now();
     for chunk in chunks {
         let t = Instant::now();
-        let mut txn = neo.start_txn().await?;
-        txn.run(
-            query(
-                "UNWIND $rows AS row \
-                 MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
-                 MERGE (u)-[r:MASTERED_BY]->(c) \
-                 SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at",
-            )
-            .param("rows", chunk),
-        )
+        futures::future::try_join_all(chunk.into_iter().map(|rows| {
+            let neo = &neo;
+            async move {
+                let mut tries = 0;
+                loop {
+                    match unguarded(neo, rows.clone())
+                        .await
+                        .map_err(GraphError::Neo4j)
+                    {
+                        // Two writers of one concept's edges can deadlock
+                        // on its relationship-group lock; Neo4j aborts one.
+                        Err(e) if tries < 10 && e.is_transient() => {
+                            tries += 1;
+                            deadlocks_ref.fetch_add(1, Ordering::Relaxed);
+                        }
+                        r => return r,
+                    }
+                }
+            }
+        }))
         .await?;
-        txn.commit().await?;
         took.push(t.elapsed().as_secs_f64());
     }
     let seconds = started.elapsed().as_secs_f64();
+    let deadlocks = deadlocks.into_inner();
+    if deadlocks > 0 {
+        eprintln!("[bench] graph: {deadlocks} deadlocked transactions run again ({lanes} writers)");
+    }
     Ok(Writer::timed(rows, seconds, took))
+}
+
+/// One unguarded `UNWIND ... MERGE ... SET` transaction of the ceiling.
+async fn unguarded(
+    neo: &neo4rs::Graph,
+    rows: Vec<HashMap<&'static str, neo4rs::BoltType>>,
+) -> Result<(), neo4rs::Error> {
+    let mut txn = neo.start_txn().await?;
+    txn.run(
+        query(
+            "UNWIND $rows AS row \
+             MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
+             MERGE (u)-[r:MASTERED_BY]->(c) \
+             SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at",
+        )
+        .param("rows", rows),
+    )
+    .await?;
+    txn.commit().await
+}
+
+/// The writer (of `lanes`) that takes a student's edges.
+fn lane_of(user: &str, lanes: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
 }
 
 /// The sink's own write path ([`GraphStore::write`]: the write lock, the
