@@ -8,7 +8,7 @@
 //! the worker starts, so the figure is the sink's own speed: decode,
 //! coalesce, `UNWIND` in one transaction per batch, store offsets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -372,31 +372,44 @@ fn newest_chunks(cfg: &Config, g: &GraphOptions, p: &str, tag: &str) -> Vec<Vec<
 }
 
 /// What Neo4j itself absorbs: one `UNWIND ... MERGE ... SET` transaction
-/// per chunk of [`newest_chunks`] without the version guard, parameters
-/// built in advance. The sink decodes, coalesces, guards versions and
+/// per chunk of [`newest_chunks`] without the version guard, grouped by
+/// concept, parameters built in advance. The sink decodes, coalesces, guards versions and
 /// stores offsets on top. With `lanes` > 1 each chunk is split by student
 /// into that many transactions run at once: whether a second writer gets
 /// more out of Neo4j than one.
 async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str, lanes: usize) -> anyhow::Result<Writer> {
     type Params = HashMap<&'static str, neo4rs::BoltType>;
     let neo = neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password)?;
-    let chunks: Vec<Vec<Vec<Params>>> = newest_chunks(cfg, g, p, &format!("ceil{lanes}"))
+    let newest = newest_chunks(cfg, g, p, &format!("ceil{lanes}"));
+    let rows = newest.iter().map(Vec::len).sum();
+    let chunks: Vec<Vec<Vec<Params>>> = newest
         .iter()
         .map(|chunk| {
-            let mut split: Vec<Vec<Params>> = vec![Vec::new(); lanes];
+            let mut split: Vec<BTreeMap<&str, Vec<Params>>> = vec![BTreeMap::new(); lanes];
             for m in chunk {
-                split[lane_of(&m.user_id, lanes)].push(HashMap::from([
-                    ("user", m.user_id.as_str().into()),
-                    ("concept", m.concept_id.as_str().into()),
-                    ("score", m.mastery.into()),
-                    ("version", m.version.into()),
-                    ("updated_at", m.updated_at.into()),
-                ]));
+                split[lane_of(&m.user_id, lanes)]
+                    .entry(m.concept_id.as_str())
+                    .or_default()
+                    .push(HashMap::from([
+                        ("user", m.user_id.as_str().into()),
+                        ("score", m.mastery.into()),
+                        ("version", m.version.into()),
+                        ("updated_at", m.updated_at.into()),
+                    ]));
             }
             split
+                .into_iter()
+                .map(|groups| {
+                    groups
+                        .into_iter()
+                        .map(|(concept, edges)| {
+                            HashMap::from([("concept", concept.into()), ("edges", edges.into())])
+                        })
+                        .collect()
+                })
+                .collect()
         })
         .collect();
-    let rows = chunks.iter().flatten().map(Vec::len).sum();
     let deadlocks = AtomicUsize::new(0);
     let deadlocks_ref = &deadlocks;
     let mut took = Vec::with_capacity(chunks.len());
@@ -434,7 +447,8 @@ async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str, lanes: usize) -> anyho
     Ok(Writer::timed(rows, seconds, took))
 }
 
-/// One unguarded `UNWIND ... MERGE ... SET` transaction of the ceiling.
+/// One unguarded `UNWIND ... MERGE ... SET` transaction of the ceiling,
+/// its rows grouped by concept as the sink's are.
 async fn unguarded(
     neo: &neo4rs::Graph,
     rows: Vec<HashMap<&'static str, neo4rs::BoltType>>,
@@ -442,9 +456,9 @@ async fn unguarded(
     let mut txn = neo.start_txn().await?;
     txn.run(
         query(
-            "UNWIND $rows AS row \
-             MERGE (u:User {id: row.user}) MERGE (c:Concept {id: row.concept}) \
-             MERGE (u)-[r:MASTERED_BY]->(c) \
+            "UNWIND $rows AS g MERGE (c:Concept {id: g.concept}) \
+             WITH c, g UNWIND g.edges AS row \
+             MERGE (u:User {id: row.user}) MERGE (u)-[r:MASTERED_BY]->(c) \
              SET r.score = row.score, r.version = row.version, r.updatedAt = row.updated_at",
         )
         .param("rows", rows),

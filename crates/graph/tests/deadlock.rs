@@ -60,7 +60,7 @@ async fn wait_for_mastery_statement(raw: &Graph) {
         let mut rows = raw
             .execute(query(
                 "SHOW TRANSACTIONS YIELD currentQuery \
-                 WHERE currentQuery STARTS WITH 'UNWIND $rows AS row MERGE (u:User' \
+                 WHERE currentQuery STARTS WITH 'UNWIND $rows AS g MERGE (c:Concept' \
                  RETURN count(*) AS n",
             ))
             .await
