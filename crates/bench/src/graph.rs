@@ -373,10 +373,10 @@ fn newest_chunks(cfg: &Config, g: &GraphOptions, p: &str, tag: &str) -> Vec<Vec<
 
 /// What Neo4j itself absorbs: one `UNWIND ... MERGE ... SET` transaction
 /// per chunk of [`newest_chunks`] without the version guard, grouped by
-/// concept, parameters built in advance. The sink decodes, coalesces, guards versions and
-/// stores offsets on top. With `lanes` > 1 each chunk is split by student
-/// into that many transactions run at once: whether a second writer gets
-/// more out of Neo4j than one.
+/// concept, parameters built in advance. The sink decodes, coalesces,
+/// guards versions and stores offsets on top. With `lanes` > 1 each chunk
+/// is split by student into that many transactions run at once: whether a
+/// second writer gets more out of Neo4j than one.
 async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str, lanes: usize) -> anyhow::Result<Writer> {
     type Params = HashMap<&'static str, neo4rs::BoltType>;
     let neo = neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password)?;
