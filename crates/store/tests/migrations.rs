@@ -111,10 +111,7 @@ async fn migrations_go_down_and_up_again_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_role_cannot_update_or_delete_attempts() {
-    let schema = format!("role{}", std::process::id());
-    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
-        .await
-        .expect("up");
+    let schema = common::migrated("role").await;
     let app = cfg("DATABASE_URL", &schema);
     let mut conn = AsyncPgConnection::establish(&common::session_url(&app))
         .await

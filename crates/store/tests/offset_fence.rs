@@ -38,10 +38,7 @@ async fn stored(store: &Store) -> HashMap<i32, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_moves_all_its_partitions_or_none() {
-    let schema = format!("fence{}", std::process::id());
-    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
-        .await
-        .expect("migrate");
+    let schema = common::migrated("fence").await;
     let store = Store::new(&cfg("DATABASE_URL", &schema)).expect("store");
 
     // First sight of three partitions: rows are created.
@@ -127,10 +124,7 @@ async fn a_batch_moves_all_its_partitions_or_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_waits_for_a_rival_sees_its_commit_and_is_fenced() {
     use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-    let schema = format!("fencerace{}", std::process::id());
-    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
-        .await
-        .expect("migrate");
+    let schema = common::migrated("fencerace").await;
     let store = Store::new(&cfg("DATABASE_URL", &schema)).expect("store");
     store
         .commit_attempts(&batch(&[(0, None, 10), (1, None, 20)]))

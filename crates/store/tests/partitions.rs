@@ -189,10 +189,7 @@ async fn partitions_are_created_ahead_default_keeps_strays_and_old_months_detach
 /// exists once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_create_the_same_month_without_failing() {
-    let schema = format!("partrace{}", std::process::id());
-    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
-        .await
-        .expect("migrate");
+    let schema = common::migrated("partrace").await;
     for round in 0..5 {
         let from = date(2040 + round, 1, 1);
         let calls = (0..8).map(|_| {

@@ -20,6 +20,17 @@ pub fn cfg(url_var: &str, schema: &str) -> StoreConfig {
     }
 }
 
+/// A schema of the test's own, `<prefix><pid>`, migrated by the owner
+/// role: each test binary runs in its own schema so that tests can run
+/// side by side against one database.
+pub async fn migrated(prefix: &str) -> String {
+    let schema = format!("{prefix}{}", std::process::id());
+    novyra_store::migrate(&cfg("MIGRATION_DATABASE_URL", &schema))
+        .await
+        .expect("migrate");
+    schema
+}
+
 /// The URL for a connection of the test's own that sets `search_path` for
 /// its session: `DATABASE_SESSION_URL` when set (`DATABASE_URL` may go
 /// through a transaction-mode pooler, where a session `SET` would reach
