@@ -8,8 +8,7 @@
 //! the worker starts, so the figure is the sink's own speed: decode,
 //! coalesce, `UNWIND` in one transaction per batch, store offsets.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use neo4rs::query;
 use novyra_core::{keys, MasteryUpdated};
-use novyra_graph::{GraphBatch, GraphError, GraphStore};
+use novyra_graph::{mastery_by_concept, GraphBatch, GraphError, GraphStore};
 use novyra_pipeline::loadgen::{self, LoadgenOptions};
+use novyra_pipeline::reconcile::spill::bucket_of;
 use novyra_pipeline::reconcile::Report;
 use novyra_pipeline::Config;
 use novyra_registry::{Codec, EventKind};
@@ -378,34 +378,23 @@ fn newest_chunks(cfg: &Config, g: &GraphOptions, p: &str, tag: &str) -> Vec<Vec<
 /// is split by student into that many transactions run at once: whether a
 /// second writer gets more out of Neo4j than one.
 async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str, lanes: usize) -> anyhow::Result<Writer> {
-    type Params = HashMap<&'static str, neo4rs::BoltType>;
     let neo = neo4rs::Graph::new(&cfg.neo4j.uri, &cfg.neo4j.user, &cfg.neo4j.password)?;
     let newest = newest_chunks(cfg, g, p, &format!("ceil{lanes}"));
     let rows = newest.iter().map(Vec::len).sum();
-    let chunks: Vec<Vec<Vec<Params>>> = newest
+    // Per chunk, per writer: its edges, and their parameters built before
+    // the clock starts (built again only for a deadlock's rerun).
+    let chunks: Vec<Vec<(Vec<&MasteryUpdated>, Vec<Params>)>> = newest
         .iter()
         .map(|chunk| {
-            let mut split: Vec<BTreeMap<&str, Vec<Params>>> = vec![BTreeMap::new(); lanes];
+            let mut split: Vec<Vec<&MasteryUpdated>> = vec![Vec::new(); lanes];
             for m in chunk {
-                split[lane_of(&m.user_id, lanes)]
-                    .entry(m.concept_id.as_str())
-                    .or_default()
-                    .push(HashMap::from([
-                        ("user", m.user_id.as_str().into()),
-                        ("score", m.mastery.into()),
-                        ("version", m.version.into()),
-                        ("updated_at", m.updated_at.into()),
-                    ]));
+                split[bucket_of(&m.user_id, lanes)].push(m);
             }
             split
                 .into_iter()
-                .map(|groups| {
-                    groups
-                        .into_iter()
-                        .map(|(concept, edges)| {
-                            HashMap::from([("concept", concept.into()), ("edges", edges.into())])
-                        })
-                        .collect()
+                .map(|edges| {
+                    let params = mastery_by_concept(edges.iter().copied());
+                    (edges, params)
                 })
                 .collect()
         })
@@ -416,15 +405,16 @@ async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str, lanes: usize) -> anyho
     let started = Instant::now();
     for chunk in chunks {
         let t = Instant::now();
-        futures::future::try_join_all(chunk.into_iter().map(|rows| {
+        futures::future::try_join_all(chunk.into_iter().map(|(edges, params)| {
             let neo = &neo;
             async move {
+                let mut params = Some(params);
                 let mut tries = 0;
                 loop {
-                    match unguarded(neo, rows.clone())
-                        .await
-                        .map_err(GraphError::Neo4j)
-                    {
+                    let rows = params
+                        .take()
+                        .unwrap_or_else(|| mastery_by_concept(edges.iter().copied()));
+                    match unguarded(neo, rows).await.map_err(GraphError::Neo4j) {
                         // Two writers of one concept's edges can deadlock
                         // on its relationship-group lock; Neo4j aborts one.
                         Err(e) if tries < 10 && e.is_transient() => {
@@ -447,12 +437,11 @@ async fn ceiling(cfg: &Config, g: &GraphOptions, p: &str, lanes: usize) -> anyho
     Ok(Writer::timed(rows, seconds, took))
 }
 
+type Params = HashMap<&'static str, neo4rs::BoltType>;
+
 /// One unguarded `UNWIND ... MERGE ... SET` transaction of the ceiling,
 /// its rows grouped by concept as the sink's are.
-async fn unguarded(
-    neo: &neo4rs::Graph,
-    rows: Vec<HashMap<&'static str, neo4rs::BoltType>>,
-) -> Result<(), neo4rs::Error> {
+async fn unguarded(neo: &neo4rs::Graph, rows: Vec<Params>) -> Result<(), neo4rs::Error> {
     let mut txn = neo.start_txn().await?;
     txn.run(
         query(
@@ -465,13 +454,6 @@ async fn unguarded(
     )
     .await?;
     txn.commit().await
-}
-
-/// The writer (of `lanes`) that takes a student's edges.
-fn lane_of(user: &str, lanes: usize) -> usize {
-    let mut h = DefaultHasher::new();
-    user.hash(&mut h);
-    (h.finish() % lanes.max(1) as u64) as usize
 }
 
 /// The sink's own write path ([`GraphStore::write`]: the write lock, the

@@ -17,7 +17,7 @@ pub use queries::{
     learnable_order, GraphCounts, NextConcept, PathStep, WeakConcept, MAX_PATH_HOPS,
 };
 pub use snapshot::{ConceptNode, MasteryEdgeState};
-pub use writes::{GraphBatch, MasteryEdge};
+pub use writes::{mastery_by_concept, GraphBatch, MasteryEdge};
 
 use neo4rs::{query, Graph};
 

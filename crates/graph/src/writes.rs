@@ -224,7 +224,7 @@ impl GraphStore {
             .await?;
         }
         if !b.mastery.is_empty() {
-            let groups = by_concept(&b.mastery);
+            let groups = mastery_by_concept(b.mastery.values());
             statement(&mut txn, "merge_mastery", MASTERY, groups, b.mastery.len()).await?;
         }
         txn.commit()
@@ -239,12 +239,16 @@ impl GraphStore {
     }
 }
 
-/// The mastery edges as [`MASTERY`] reads them: one row per concept with
-/// its students' edges, concepts in id order and students in id order
-/// within each, so every sink takes Neo4j's locks in the same order.
-fn by_concept(mastery: &BTreeMap<(String, String), MasteryUpdated>) -> Vec<Row> {
+/// The mastery edges as the sink's statement reads them: one row per
+/// concept with its students' edges, concepts in id order and, given
+/// edges in (student, concept) order, students in id order within each,
+/// so every sink takes Neo4j's locks in the same order. Public so that
+/// the bench's ceiling sends exactly the sink's parameters.
+pub fn mastery_by_concept<'a>(
+    mastery: impl IntoIterator<Item = &'a MasteryUpdated>,
+) -> Vec<HashMap<&'static str, BoltType>> {
     let mut groups: BTreeMap<&str, Vec<Row>> = BTreeMap::new();
-    for m in mastery.values() {
+    for m in mastery {
         groups
             .entry(m.concept_id.as_str())
             .or_default()
